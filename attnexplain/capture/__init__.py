@@ -1,0 +1,49 @@
+"""Capture: find a model's attention, run it once, stream what a method needs.
+
+Nothing above this package knows about model families.
+"""
+
+from attnexplain.capture.adapters import (
+    SUPPORTED_FAMILIES,
+    CustomAdapter,
+    HFAdapter,
+    ModelAdapter,
+    TimmAdapter,
+    TorchvisionAdapter,
+    resolve_adapter,
+)
+from attnexplain.capture.errors import UnsupportedModelError
+from attnexplain.capture.layout import TokenLayout
+from attnexplain.capture.probes import (
+    AttentionDistanceProbe,
+    AttentionProbe,
+    CLSRowProbe,
+    FullAttentionProbe,
+    FusedAttentionProbe,
+    Rows,
+    fuse_heads,
+    patch_distances,
+)
+from attnexplain.capture.session import CaptureResult, capture_attention
+
+__all__ = [
+    "SUPPORTED_FAMILIES",
+    "AttentionDistanceProbe",
+    "AttentionProbe",
+    "CLSRowProbe",
+    "CaptureResult",
+    "CustomAdapter",
+    "FullAttentionProbe",
+    "FusedAttentionProbe",
+    "HFAdapter",
+    "ModelAdapter",
+    "Rows",
+    "TimmAdapter",
+    "TokenLayout",
+    "TorchvisionAdapter",
+    "UnsupportedModelError",
+    "capture_attention",
+    "fuse_heads",
+    "patch_distances",
+    "resolve_adapter",
+]

@@ -1,0 +1,157 @@
+"""The adapter interface: everything the capture layer needs to know about one model family."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnexplain.capture.errors import UnsupportedModelError
+
+#: Names of the projection layers that mark a module as a self-attention module.
+_QKV_NAME_SETS = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
+
+SUPPORTED_FAMILIES = (
+    "Hugging Face ViT, DeiT (incl. distilled), DINO, DINOv2 (incl. registers), CLIP vision; "
+    "timm VisionTransformer; torchvision VisionTransformer; custom modules following the "
+    "protocol in attnexplain.capture.adapters.custom"
+)
+
+
+def is_attention_module(module: nn.Module) -> bool:
+    """Whether ``module`` is a self-attention module, judged by its structure.
+
+    Matches ``nn.MultiheadAttention``, modules with ``q_proj/k_proj/v_proj`` or ``query/key/value``
+    linear children, modules with a fused ``qkv`` linear, and any module carrying the attribute
+    ``attnexplain_attention = True``.
+    """
+    if getattr(module, "attnexplain_attention", False) or isinstance(
+        module, nn.MultiheadAttention
+    ):
+        return True
+    children = dict(module.named_children())
+    if isinstance(children.get("qkv"), nn.Linear):
+        return True
+    return any(
+        all(isinstance(children.get(name), nn.Linear) for name in names)
+        for names in _QKV_NAME_SETS
+    )
+
+
+def find_attention_modules(model: nn.Module) -> list[nn.Module]:
+    """Self-attention modules of ``model`` in registration (= forward) order, innermost only."""
+    found = [m for m in model.modules() if is_attention_module(m)]
+    nested = {id(inner) for outer in found for inner in outer.modules() if inner is not outer}
+    return [m for m in found if id(m) not in nested]
+
+
+def find_patch_embedding(model: nn.Module) -> nn.Conv2d | None:
+    """The first ``Conv2d`` whose kernel equals its stride (> 1): the ViT patch stem."""
+    for module in model.modules():
+        if (
+            isinstance(module, nn.Conv2d)
+            and tuple(module.kernel_size) == tuple(module.stride)
+            and max(module.kernel_size) > 1
+        ):
+            return module
+    return None
+
+
+class ModelAdapter:
+    """How to run one model family and read its token layout.
+
+    Subclasses override only what differs from a plain ViT: ``matches`` (which models they take),
+    the temporary switches they need, how the model is called and where its logits are.
+
+    Args:
+        model: the model to adapt.
+
+    Raises:
+        UnsupportedModelError: when the model has no self-attention or no patch stem.
+    """
+
+    family = "custom"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.attention_modules = self._find_attention_modules()
+        if not self.attention_modules:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no self-attention layers: searched for "
+                "nn.MultiheadAttention and modules with q_proj/k_proj/v_proj, query/key/value or "
+                f"qkv linear layers. Supported: {SUPPORTED_FAMILIES}."
+            )
+        self.patch_embedding = find_patch_embedding(model)
+        if self.patch_embedding is None:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} has no patch embedding: searched for a Conv2d whose "
+                f"kernel equals its stride. Supported: {SUPPORTED_FAMILIES}."
+            )
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether this adapter is the one for ``model``."""
+        return True
+
+    def _find_attention_modules(self) -> list[nn.Module]:
+        return find_attention_modules(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of self-attention layers."""
+        return len(self.attention_modules)
+
+    @property
+    def patch_size(self) -> tuple[int, int]:
+        """``(ph, pw)`` of the patch stem."""
+        return tuple(self.patch_embedding.stride)  # type: ignore[return-value]
+
+    @property
+    def in_channels(self) -> int:
+        """Channels the patch stem expects."""
+        return self.patch_embedding.in_channels
+
+    def cls_index(self) -> int | None:
+        """Position of the CLS token, ``None`` when the model has none."""
+        return 0
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` when the model cannot run at ``(height, width)``."""
+        ph, pw = self.patch_size
+        if height < ph or width < pw:
+            raise ValueError(
+                f"input size {height}x{width} is smaller than one patch ({ph}x{pw}); "
+                "resize the image up"
+            )
+
+    def enter(self, stack: ExitStack, inputs: torch.Tensor) -> None:  # noqa: B027 - default: none
+        """Apply temporary switches for this forward; register their undo on ``stack``."""
+
+    def forward(self, inputs: torch.Tensor) -> Any:
+        """Call the model on a ``(B, C, H, W)`` batch."""
+        return self.model(inputs)
+
+    def logits_forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Run the model and return its class logits ``(B, classes)``: a Captum forward function.
+
+        Raises:
+            UnsupportedModelError: when the model has no classification head.
+        """
+        return self.logits(self.forward(inputs))
+
+    def logits(self, output: Any) -> torch.Tensor:
+        """Class logits ``(B, classes)`` from the model's output.
+
+        Raises:
+            UnsupportedModelError: when the model has no classification head.
+        """
+        if isinstance(output, tuple | list):
+            output = output[0]
+        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} returned no (B, classes) logits; gradient methods "
+                "and targets need a classification head"
+            )
+        return output

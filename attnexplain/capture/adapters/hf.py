@@ -1,0 +1,68 @@
+"""Hugging Face transformers: ViT, DeiT, DINO, DINOv2 (+ registers), CLIP vision and kin.
+
+Default-loaded models use SDPA (``output_attentions=True`` then returns an empty tuple in
+transformers 5); the capture replaces that kernel call, and eager-loaded models return their
+probabilities from the attention module, so both give the same maps.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnexplain.capture.adapters.base import ModelAdapter
+from attnexplain.capture.errors import UnsupportedModelError
+
+
+def _as_pair(size: Any) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+class HFAdapter(ModelAdapter):
+    """Adapter for ``transformers.PreTrainedModel`` vision encoders and classifiers."""
+
+    family = "huggingface"
+
+    def __init__(self, model: nn.Module) -> None:
+        config = getattr(model, "config", None)
+        if getattr(config, "vision_config", None) is not None:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} is a multi-modal model; pass its vision tower instead "
+                "(e.g. model.vision_model or CLIPVisionModel.from_pretrained(...))"
+            )
+        super().__init__(model)
+        self._accepts_interpolate = (
+            "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+        )
+        self._trained_size = _as_pair(getattr(config, "image_size", None))
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        try:
+            from transformers import PreTrainedModel
+        except ImportError:
+            return False
+        return isinstance(model, PreTrainedModel)
+
+    def forward(self, inputs: torch.Tensor) -> Any:
+        kwargs: dict[str, Any] = {}
+        if self._accepts_interpolate and tuple(inputs.shape[-2:]) != self._trained_size:
+            # The model's own switch for other input sizes: bicubic position-embedding resampling.
+            kwargs["interpolate_pos_encoding"] = True
+        return self.model(pixel_values=inputs, **kwargs)
+
+    def logits(self, output: Any) -> torch.Tensor:
+        logits = getattr(output, "logits", None)
+        if logits is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} has no classification head (its output has no "
+                "logits); gradient methods and targets need e.g. ViTForImageClassification"
+            )
+        return logits

@@ -1,0 +1,33 @@
+"""torchvision ``VisionTransformer``.
+
+Its encoder calls ``nn.MultiheadAttention`` with ``need_weights=False`` (SDPA, or PyTorch's native
+fast path in inference). While a probe needs a layer, the capture asks that call for per-head
+weights instead (the fast path is skipped whenever a torch-function mode is active), so the layer's
+attention is computed once, by PyTorch, and read from the module's output.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from attnexplain.capture.adapters.base import ModelAdapter
+
+
+class TorchvisionAdapter(ModelAdapter):
+    """Adapter for ``torchvision.models.VisionTransformer``."""
+
+    family = "torchvision"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return type(model).__module__.startswith("torchvision.models")
+
+    def check_input_size(self, height: int, width: int) -> None:
+        super().check_input_size(height, width)
+        size = getattr(self.model, "image_size", None)
+        if size is not None and (height, width) != (size, size):
+            raise ValueError(
+                f"torchvision's VisionTransformer runs only at its image_size {size}x{size} "
+                f"(its position embedding cannot be interpolated), got {height}x{width}; "
+                f"resize the input to {size}x{size}"
+            )

@@ -1,0 +1,215 @@
+"""Probes: what a method asks the capture for, reduced while the attention streams.
+
+A probe tells the kernel, per layer, which query rows it needs (:class:`Rows`) and receives those
+rows as fp32 probabilities ``(B, heads, R, N)`` in chunks, so that nothing larger than what the
+method keeps is ever held in memory:
+
+- :class:`CLSRowProbe` keeps the CLS query row of one layer (``(B, heads, N)``);
+- :class:`FusedAttentionProbe` keeps head-fused matrices ``(B, N, N)`` of the layers it needs;
+- :class:`AttentionDistanceProbe` keeps one running sum per head (``(B, heads)`` per layer);
+- :class:`FullAttentionProbe` keeps full probabilities ``(B, heads, N, N)``, with their autograd
+  graph when gradients are needed.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+
+from attnexplain.capture.layout import TokenLayout
+
+HeadFusion = Literal["mean", "max", "min"]
+
+
+class Rows(enum.Enum):
+    """Which query rows of a layer's attention a probe needs."""
+
+    NONE = "none"
+    CLS = "cls"
+    ALL = "all"
+
+
+def fuse_heads(probs: torch.Tensor, head_fusion: HeadFusion) -> torch.Tensor:
+    """Fuse the head axis of ``(B, heads, ...)`` into ``(B, ...)`` by mean, max or min."""
+    if head_fusion == "mean":
+        return probs.mean(dim=1)
+    if head_fusion == "max":
+        return probs.amax(dim=1)
+    if head_fusion == "min":
+        return probs.amin(dim=1)
+    raise ValueError(f"head_fusion must be 'mean', 'max' or 'min', got {head_fusion!r}")
+
+
+class AttentionProbe(ABC):
+    """Receives the attention probabilities of the layers it asks for.
+
+    Attributes:
+        requires_grad: the kernel then computes full probabilities inside the autograd graph.
+    """
+
+    requires_grad: bool = False
+
+    def reset(self, num_layers: int) -> None:  # noqa: B027 - optional hook, most probes need none
+        """Called once per forward before the first layer, with the model's layer count."""
+
+    @abstractmethod
+    def rows(self, layer: int) -> Rows:
+        """The query rows needed from ``layer`` (0-based)."""
+
+    @abstractmethod
+    def consume(
+        self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout
+    ) -> None:
+        """Take a chunk of probabilities.
+
+        Args:
+            layer: 0-based layer index.
+            probs: ``(B, heads, R, N)`` fp32 rows ``row_start : row_start + R`` of the layer's
+                attention (keys over all ``N`` tokens).
+            row_start: index of the first query row in ``probs``.
+            layout: the token layout of this forward.
+        """
+
+
+def _normalise_layers(layers: Iterable[int], num_layers: int) -> set[int]:
+    return {layer % num_layers for layer in layers}
+
+
+class CLSRowProbe(AttentionProbe):
+    """The CLS query's attention over all keys in one layer: ``row`` is ``(B, heads, N)``."""
+
+    def __init__(self, layer: int) -> None:
+        self.layer = layer
+        self.row: torch.Tensor | None = None
+        self._resolved: int | None = None
+
+    def reset(self, num_layers: int) -> None:
+        self._resolved = self.layer % num_layers
+        self.row = None
+
+    def rows(self, layer: int) -> Rows:
+        return Rows.CLS if layer == self._resolved else Rows.NONE
+
+    def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
+        cls = layout.cls_index
+        if cls is not None and row_start <= cls < row_start + probs.shape[2]:
+            self.row = probs[:, :, cls - row_start, :].detach().clone()
+
+
+class FusedAttentionProbe(AttentionProbe):
+    """Head-fused attention matrices ``(B, N, N)`` of the layers from ``start_layer`` on."""
+
+    def __init__(self, head_fusion: HeadFusion, start_layer: int = 0) -> None:
+        fuse_heads(torch.zeros(1, 1, 1), head_fusion)  # validates head_fusion early
+        self.head_fusion = head_fusion
+        self.start_layer = start_layer
+        self.matrices: dict[int, torch.Tensor] = {}
+        self._start = 0
+
+    def reset(self, num_layers: int) -> None:
+        self._start = self.start_layer % num_layers
+        self.matrices = {}
+
+    def rows(self, layer: int) -> Rows:
+        return Rows.ALL if layer >= self._start else Rows.NONE
+
+    def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
+        batch, _, num_rows, num_keys = probs.shape
+        matrix = self.matrices.get(layer)
+        if matrix is None:
+            matrix = probs.new_empty(batch, num_keys, num_keys)
+            self.matrices[layer] = matrix
+        matrix[:, row_start : row_start + num_rows] = fuse_heads(probs, self.head_fusion)
+
+
+def patch_distances(layout: TokenLayout, rows: slice, device: torch.device) -> torch.Tensor:
+    """Pixel distance between the patches in ``rows`` and every patch (ViT paper, MAD).
+
+    ``patch_size * ||(row_i - row_j, col_i - col_j)||`` for square patches; for non-square ones
+    each axis is scaled by its own patch side.
+
+    Args:
+        layout: token layout giving the grid and the patch size.
+        rows: slice of patch indices (row-major over the grid) for the query patches.
+        device: where to build the matrix.
+
+    Returns:
+        ``(len(rows), h * w)`` float32 distances in pixels.
+    """
+    _, width = layout.grid
+    index = torch.arange(layout.num_patches, device=device)
+    y = (index // width).float() * layout.patch_size[0]
+    x = (index % width).float() * layout.patch_size[1]
+    dy = y[rows, None] - y[None, :]
+    dx = x[rows, None] - x[None, :]
+    return torch.sqrt(dy * dy + dx * dx)
+
+
+class AttentionDistanceProbe(AttentionProbe):
+    """Running sums of ``Σ_k a_qk · d_qk`` over patch queries, per layer and head.
+
+    ``sums[layer]`` is ``(B, heads)``; divide by the number of patches for the mean distance.
+    Prefix tokens are dropped on both axes; with ``renormalize`` each patch-to-patch row is
+    rescaled to sum to 1 first.
+    """
+
+    def __init__(self, renormalize: bool = False) -> None:
+        self.renormalize = renormalize
+        self.sums: dict[int, torch.Tensor] = {}
+
+    def reset(self, num_layers: int) -> None:
+        self.sums = {}
+
+    def rows(self, layer: int) -> Rows:
+        return Rows.ALL
+
+    def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
+        prefix = layout.num_prefix_tokens
+        first = max(row_start, prefix)
+        last = row_start + probs.shape[2]
+        if first >= last:
+            return
+        weights = probs[:, :, first - row_start : last - row_start, prefix:]
+        if self.renormalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        distances = patch_distances(layout, slice(first - prefix, last - prefix), probs.device)
+        contribution = torch.einsum("bhqk,qk->bh", weights, distances)
+        self.sums[layer] = self.sums.get(layer, 0) + contribution
+
+
+class FullAttentionProbe(AttentionProbe):
+    """Full probabilities ``(B, heads, N, N)`` of the chosen layers (all by default).
+
+    With ``requires_grad=True`` the stored tensors are the ones the model's output was computed
+    from, so their ``.grad`` is filled by a backward pass (gradient-weighted methods).
+    """
+
+    def __init__(self, layers: Iterable[int] | None = None, requires_grad: bool = False) -> None:
+        self.layers = None if layers is None else list(layers)
+        self.requires_grad = requires_grad
+        self.attentions: dict[int, torch.Tensor] = {}
+        self._wanted: set[int] | None = None
+
+    def reset(self, num_layers: int) -> None:
+        self._wanted = None if self.layers is None else _normalise_layers(self.layers, num_layers)
+        self.attentions = {}
+
+    def rows(self, layer: int) -> Rows:
+        return Rows.ALL if self._wanted is None or layer in self._wanted else Rows.NONE
+
+    def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
+        if row_start == 0 and probs.shape[2] == probs.shape[3]:
+            if self.requires_grad and probs.requires_grad:
+                probs.retain_grad()
+            self.attentions[layer] = probs
+            return
+        full = self.attentions.get(layer)
+        if full is None:
+            batch, heads, _, num_keys = probs.shape
+            full = probs.new_empty(batch, heads, num_keys, num_keys)
+            self.attentions[layer] = full
+        full[:, :, row_start : row_start + probs.shape[2]] = probs

@@ -1,0 +1,234 @@
+"""One forward pass with a probe attached: hooks, kernel interception, restore.
+
+:func:`capture_attention` owns every hook and temporary switch it installs and removes them in
+``finally`` (an ``ExitStack``), also when the forward raises. Attention is read at the kernel:
+inside a captured layer, the call to ``F.scaled_dot_product_attention`` is served by
+:func:`~attnexplain.capture.kernel.probed_attention`; a layer that computes attention by hand
+must return its probabilities instead (the custom protocol, HF eager attention).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from attnexplain.capture.adapters import ModelAdapter
+from attnexplain.capture.errors import UnsupportedModelError
+from attnexplain.capture.kernel import probed_attention
+from attnexplain.capture.layout import TokenLayout
+from attnexplain.capture.probes import AttentionProbe, Rows
+
+
+@dataclass
+class CaptureResult:
+    """What one captured forward returns.
+
+    Attributes:
+        output: the model's own output, unchanged.
+        layout: the token layout of this input.
+    """
+
+    output: Any
+    layout: TokenLayout
+
+
+class _ForwardState:
+    """Per-forward bookkeeping shared by the hooks and the kernel interceptor."""
+
+    def __init__(self, adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor) -> None:
+        self.adapter = adapter
+        self.probe = probe
+        self.batch = inputs.shape[0]
+        self.input_size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
+        self.grid: tuple[int, int] | None = None
+        self.layout: TokenLayout | None = None
+        self.current_layer: int | None = None
+        self.delivered: set[int] = set()
+
+    def layout_for(self, batch: int, num_tokens: int) -> TokenLayout:
+        if self.layout is not None:
+            return self.layout
+        if self.grid is None:
+            raise UnsupportedModelError(
+                "the attention ran before the patch embedding; the token layout cannot be read"
+            )
+        num_patches = self.grid[0] * self.grid[1]
+        if batch != self.batch or num_tokens < num_patches:
+            raise UnsupportedModelError(
+                f"attention over {num_tokens} tokens in batches of {batch} does not cover the "
+                f"{self.grid[0]}x{self.grid[1]} patch grid of a batch of {self.batch}: windowed "
+                "or pooled attention (e.g. Swin) is not supported, only global self-attention"
+            )
+        self.layout = TokenLayout(
+            num_prefix_tokens=num_tokens - num_patches,
+            patch_size=self.adapter.patch_size,
+            grid=self.grid,
+            cls_index=self.adapter.cls_index(),
+            input_size=self.input_size,
+        )
+        return self.layout
+
+    def consumer(self, layer: int, layout: TokenLayout):
+        return lambda probs, row_start: self.probe.consume(layer, probs, row_start, layout)
+
+    def attend(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
+        layer = self.current_layer
+        rows = self.probe.rows(layer)  # type: ignore[arg-type]
+        if rows is Rows.NONE or query.dim() != 4:
+            return F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
+                is_causal=is_causal, scale=scale, enable_gqa=enable_gqa,
+            )  # fmt: skip
+        if is_causal:
+            raise UnsupportedModelError(
+                f"layer {layer} uses causal attention; only bidirectional vision self-attention "
+                "can be explained"
+            )
+        if enable_gqa and key.shape[1] != query.shape[1]:
+            repeat = query.shape[1] // key.shape[1]
+            key, value = key.repeat_interleave(repeat, 1), value.repeat_interleave(repeat, 1)
+        layout = self.layout_for(query.shape[0], key.shape[-2])
+        self.delivered.add(layer)  # type: ignore[arg-type]
+        return probed_attention(
+            query, key, value,
+            rows=rows, consume=self.consumer(layer, layout), cls_index=layout.cls_index,  # type: ignore[arg-type]
+            attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
+            requires_grad=self.probe.requires_grad and torch.is_grad_enabled(),
+        )  # fmt: skip
+
+    def take_returned_probabilities(self, layer: int, output: Any) -> None:
+        """The custom protocol: a layer that computed attention by hand returns it."""
+        rows = self.probe.rows(layer)
+        if rows is Rows.NONE or layer in self.delivered:
+            return
+        candidates = output if isinstance(output, tuple | list) else (output,)
+        for item in candidates:
+            if (
+                isinstance(item, torch.Tensor)
+                and item.dim() == 4
+                and item.shape[0] == self.batch
+                and item.shape[-1] == item.shape[-2]
+            ):
+                layout = self.layout_for(item.shape[0], item.shape[-1])
+                probs = item.float()
+                if rows is Rows.CLS:
+                    cls = layout.cls_index
+                    if cls is None:
+                        return
+                    self.probe.consume(layer, probs[:, :, cls : cls + 1], cls, layout)
+                else:
+                    self.probe.consume(layer, probs, 0, layout)
+                self.delivered.add(layer)
+                return
+        raise UnsupportedModelError(
+            f"attention layer {layer} ({type(self.adapter.attention_modules[layer]).__name__}) "
+            "neither called F.scaled_dot_product_attention nor returned its probabilities "
+            "(B, heads, N, N); see the custom-model protocol in attnexplain.capture.adapters.custom"
+        )
+
+
+class _KernelInterceptor(TorchFunctionMode):
+    """Routes ``F.scaled_dot_product_attention`` calls made inside a captured layer."""
+
+    def __init__(self, state: _ForwardState) -> None:
+        super().__init__()
+        self.state = state
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        layer = self.state.current_layer
+        if layer is not None:
+            if func is F.scaled_dot_product_attention:
+                return self.state.attend(*args, **kwargs)
+            if func is F.multi_head_attention_forward and (
+                self.state.probe.rows(layer) is not Rows.NONE
+            ):
+                # The mode is suspended inside this Python-level function, so its SDPA call
+                # cannot be streamed; ask for per-head weights, which nn.MultiheadAttention
+                # returns and the layer's forward hook hands to the probe.
+                kwargs = {**kwargs, "need_weights": True, "average_attn_weights": False}
+        return func(*args, **kwargs)
+
+
+def _install_hooks(stack: ExitStack, state: _ForwardState) -> None:
+    adapter = state.adapter
+
+    def on_patch_embedding(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
+        if state.grid is None:
+            state.grid = (int(output.shape[-2]), int(output.shape[-1]))
+
+    handles = [adapter.patch_embedding.register_forward_hook(on_patch_embedding)]
+    for index, module in enumerate(adapter.attention_modules):
+
+        def enter_layer(_module: nn.Module, _args: Any, index: int = index) -> None:
+            state.current_layer = index
+
+        def leave_layer(_module: nn.Module, _args: Any, output: Any, index: int = index) -> None:
+            state.current_layer = None
+            state.take_returned_probabilities(index, output)
+
+        handles.append(module.register_forward_pre_hook(enter_layer))
+        handles.append(module.register_forward_hook(leave_layer))
+    stack.callback(lambda: [handle.remove() for handle in handles])
+
+
+@contextmanager
+def _captured(adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor) -> Iterator[
+    _ForwardState
+]:
+    state = _ForwardState(adapter, probe, inputs)
+    probe.reset(adapter.num_layers)
+    with ExitStack() as stack:
+        adapter.enter(stack, inputs)
+        _install_hooks(stack, state)
+        stack.enter_context(_KernelInterceptor(state))
+        yield state
+
+
+def capture_attention(
+    adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor
+) -> CaptureResult:
+    """Run the model once on ``inputs`` and feed ``probe`` the attention it asks for.
+
+    Args:
+        adapter: the model's adapter (see :func:`~attnexplain.capture.adapters.resolve_adapter`).
+        probe: what to keep of each layer's attention.
+        inputs: ``(B, C, H, W)`` batch, already validated.
+
+    Returns:
+        The model's output and the token layout of this input.
+
+    Raises:
+        UnsupportedModelError: if a layer the probe needs delivered no attention, or the
+            attention does not cover the patch grid (windowed attention).
+    """
+    with _captured(adapter, probe, inputs) as state:
+        output = adapter.forward(inputs)
+    missing = [
+        layer
+        for layer in range(adapter.num_layers)
+        if probe.rows(layer) is not Rows.NONE and layer not in state.delivered
+    ]
+    if missing or state.layout is None:
+        raise UnsupportedModelError(
+            f"no attention was observed in layers {missing}: the model's attention modules "
+            "were not called during the forward (is the model a ViT encoder?)"
+        )
+    return CaptureResult(output=output, layout=state.layout)

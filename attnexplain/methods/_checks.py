@@ -1,0 +1,38 @@
+"""Argument checks shared by the attention methods."""
+
+from __future__ import annotations
+
+from attnexplain.capture import ModelAdapter, UnsupportedModelError
+
+HEAD_FUSIONS = ("mean", "max", "min")
+
+
+def check_head_fusion(head_fusion: object, *, allow_none: bool) -> None:
+    """Raise ``ValueError`` unless ``head_fusion`` is one of the fusions (or ``None`` if allowed)."""
+    allowed = (*HEAD_FUSIONS, None) if allow_none else HEAD_FUSIONS
+    if head_fusion not in allowed:
+        raise ValueError(f"head_fusion must be one of {allowed}, got {head_fusion!r}")
+
+
+def check_layer(layer: object, adapter: ModelAdapter, name: str = "layer") -> int:
+    """Return ``layer`` as a non-negative index, or raise for a non-int or out-of-range one."""
+    num_layers = adapter.num_layers
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"{name} must be an int, got {layer!r}")
+    if not -num_layers <= layer < num_layers:
+        raise ValueError(
+            f"{name}={layer} is out of range for a model with {num_layers} attention layers "
+            f"(valid: {-num_layers} .. {num_layers - 1})"
+        )
+    return layer % num_layers
+
+
+def require_cls_token(adapter: ModelAdapter, method: str) -> int:
+    """The CLS index, or ``UnsupportedModelError`` for a model without a CLS token."""
+    cls_index = adapter.cls_index()
+    if cls_index is None:
+        raise UnsupportedModelError(
+            f"{method} reads the CLS token's attention, but {type(adapter.model).__name__} has "
+            "no CLS token (e.g. timm class_token=False); use MeanAttentionDistance or GradCAM"
+        )
+    return cls_index

@@ -1,0 +1,195 @@
+"""The base every attribution method stands on.
+
+:class:`ViTAttribution` subclasses Captum's ``Attribution``: it resolves the model's adapter,
+validates inputs and targets, and exposes the logits forward function Captum's metrics call.
+:class:`MapAttribution` adds the shared map contract: a method computes ``(B, K, h, w)`` on the
+patch grid, the base drops nothing further and upsamples to the input size.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from captum.attr import Attribution
+from torch import nn
+
+from attnexplain.capture import ModelAdapter, TokenLayout, resolve_adapter
+
+Interpolation = Literal["bilinear", "nearest", "bicubic"]
+Target = int | Sequence[int] | torch.Tensor | None
+
+
+class ViTAttribution(Attribution, ABC):
+    """Base of all methods: a model, its adapter and input validation.
+
+    Args:
+        model: the vision transformer (any supported family) or a ``ModelAdapter``.
+
+    Raises:
+        TypeError: if ``model`` is not a module.
+        UnsupportedModelError: if the model has no attention this library can read.
+    """
+
+    def __init__(self, model: nn.Module | ModelAdapter) -> None:
+        self.adapter = resolve_adapter(model)
+        self.model = self.adapter.model
+        super().__init__(self.adapter.logits_forward)
+
+    def validate_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Check ``inputs`` is a finite float ``(B, C, H, W)`` batch the model can run on.
+
+        Raises:
+            TypeError: for a non-tensor or non-float tensor.
+            ValueError: for a wrong rank, channel count, empty batch, NaN/inf values, or an
+                input size the model cannot run at.
+        """
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"inputs must be a torch.Tensor (B, C, H, W), got {type(inputs).__name__}")
+        if inputs.dim() != 4:
+            raise ValueError(
+                f"inputs must be a (B, C, H, W) batch, got shape {tuple(inputs.shape)}; "
+                "add a batch dimension with inputs.unsqueeze(0)"
+            )
+        if not inputs.is_floating_point():
+            raise TypeError(f"inputs must be a float tensor, got {inputs.dtype}; use .float()")
+        if inputs.shape[0] == 0:
+            raise ValueError("inputs is an empty batch (B = 0)")
+        channels = self.adapter.in_channels
+        if inputs.shape[1] != channels:
+            raise ValueError(
+                f"inputs have {inputs.shape[1]} channels but the model's patch embedding expects "
+                f"{channels}"
+            )
+        if not torch.isfinite(inputs).all():
+            raise ValueError("inputs contain NaN or infinite values")
+        self.adapter.check_input_size(int(inputs.shape[-2]), int(inputs.shape[-1]))
+        return inputs
+
+    def validate_target(self, target: Target, batch: int, logits: torch.Tensor) -> torch.Tensor:
+        """Resolve ``target`` to a ``(B,)`` int64 tensor of class indices.
+
+        Args:
+            target: an int for every sample, one per sample (list or tensor), or ``None`` for the
+                predicted class.
+            batch: the batch size.
+            logits: ``(B, classes)`` logits of the batch.
+
+        Raises:
+            ValueError: for a wrong length or a class index out of range.
+            TypeError: for a non-integer target.
+        """
+        num_classes = logits.shape[-1]
+        if target is None:
+            return logits.argmax(dim=-1)
+        if isinstance(target, bool) or not isinstance(target, int | Sequence | torch.Tensor):
+            raise TypeError(f"target must be an int, a sequence of ints or a tensor, got {target!r}")
+        resolved = torch.as_tensor(target, device=logits.device)
+        if resolved.is_floating_point() or resolved.dtype == torch.bool:
+            raise TypeError(f"target must hold integer class indices, got dtype {resolved.dtype}")
+        resolved = resolved.long().reshape(-1)
+        if resolved.numel() == 1:
+            resolved = resolved.expand(batch)
+        if resolved.numel() != batch:
+            raise ValueError(f"target has {resolved.numel()} entries for a batch of {batch}")
+        if ((resolved < 0) | (resolved >= num_classes)).any():
+            raise ValueError(
+                f"target {resolved.tolist()} out of range for a model with {num_classes} classes"
+            )
+        return resolved
+
+    @abstractmethod
+    def attribute(self, inputs: torch.Tensor, target: Target = None, **kwargs) -> torch.Tensor:
+        """Compute the attribution of ``inputs``."""
+
+
+def patch_tokens_to_grid(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    """Drop prefix tokens and lay patch tokens out on the grid.
+
+    Args:
+        tokens: ``(B, K, N)`` values per token (``N`` = prefix + patches).
+        layout: the token layout.
+
+    Returns:
+        ``(B, K, h, w)``.
+    """
+    patches = tokens[..., layout.num_prefix_tokens :]
+    return patches.reshape(*tokens.shape[:2], *layout.grid)
+
+
+def upsample_to_input(
+    maps: torch.Tensor, layout: TokenLayout, interpolation: Interpolation = "bilinear"
+) -> torch.Tensor:
+    """Resize patch-grid maps to the input size.
+
+    The grid covers ``(h * ph, w * pw)`` pixels; rows or columns the patch stem cropped (input not
+    divisible by the patch) get 0, since the model never saw them.
+
+    Args:
+        maps: ``(B, K, h, w)``.
+        layout: the token layout of the input.
+        interpolation: ``torch.nn.functional.interpolate`` mode.
+
+    Returns:
+        ``(B, K, H, W)``.
+    """
+    covered = layout.covered_size
+    kwargs = {} if interpolation == "nearest" else {"align_corners": False}
+    resized = F.interpolate(maps, size=covered, mode=interpolation, **kwargs)
+    pad_h = layout.input_size[0] - covered[0]
+    pad_w = layout.input_size[1] - covered[1]
+    if pad_h or pad_w:
+        resized = F.pad(resized, (0, pad_w, 0, pad_h))
+    return resized
+
+
+class MapAttribution(ViTAttribution):
+    """A method returning maps ``(B, K, H, W)`` (or ``(B, K, h, w)`` with ``upsample=False``).
+
+    Subclasses implement :meth:`patch_maps`; this class validates and upsamples.
+
+    Args:
+        model: the vision transformer or its adapter.
+        interpolation: how patch-grid maps are resized to the input.
+    """
+
+    def __init__(
+        self, model: nn.Module | ModelAdapter, *, interpolation: Interpolation = "bilinear"
+    ) -> None:
+        super().__init__(model)
+        if interpolation not in ("bilinear", "nearest", "bicubic"):
+            raise ValueError(
+                f"interpolation must be 'bilinear', 'nearest' or 'bicubic', got {interpolation!r}"
+            )
+        self.interpolation = interpolation
+
+    @abstractmethod
+    def patch_maps(
+        self, inputs: torch.Tensor, target: Target
+    ) -> tuple[torch.Tensor, TokenLayout]:
+        """``(B, K, h, w)`` maps on the patch grid and the layout they were read with."""
+
+    def attribute(
+        self, inputs: torch.Tensor, target: Target = None, *, upsample: bool = True
+    ) -> torch.Tensor:
+        """Attribution maps for a batch.
+
+        Args:
+            inputs: ``(B, C, H, W)`` float batch, preprocessed as the model expects.
+            target: class index per sample (int, sequence or tensor) or ``None`` for the
+                predicted class; attention methods ignore it (their maps are class-agnostic).
+            upsample: return maps at ``(H, W)`` (default) or on the patch grid ``(h, w)``.
+
+        Returns:
+            ``(B, K, H, W)`` or ``(B, K, h, w)`` float32 maps, unscaled.
+
+        Raises:
+            TypeError, ValueError: for invalid inputs or targets (see :meth:`validate_inputs`).
+            UnsupportedModelError: when the model's attention cannot be read.
+        """
+        inputs = self.validate_inputs(inputs)
+        maps, layout = self.patch_maps(inputs, target)
+        return upsample_to_input(maps, layout, self.interpolation) if upsample else maps

@@ -1,0 +1,130 @@
+"""Attention rollout (Abnar & Zuidema 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, capture_attention
+from attnexplain.capture.probes import HeadFusion
+from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
+from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
+
+
+def discard_lowest(matrices: torch.Tensor, ratio: float, keep_index: int | None) -> torch.Tensor:
+    """Zero the lowest ``ratio`` fraction of each sample's matrix, in place.
+
+    Args:
+        matrices: ``(B, N, N)`` head-fused attention.
+        ratio: fraction of the ``N * N`` entries to zero, per sample.
+        keep_index: a diagonal entry never discarded (the CLS→CLS one), or ``None``.
+
+    Returns:
+        ``matrices``.
+    """
+    batch, num_tokens, _ = matrices.shape
+    count = int(num_tokens * num_tokens * ratio)
+    if count == 0:
+        return matrices
+    flat = matrices.view(batch, -1)
+    ranked = flat.clone()
+    if keep_index is not None:
+        ranked[:, keep_index * num_tokens + keep_index] = float("inf")
+    lowest = ranked.topk(count, dim=-1, largest=False).indices
+    flat.scatter_(1, lowest, 0.0)
+    return matrices
+
+
+def residual_normalise(matrices: torch.Tensor) -> torch.Tensor:
+    """``(A + I)`` with every row rescaled to sum 1, in place: ``(B, N, N)`` → ``(B, N, N)``."""
+    matrices.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    return matrices.div_(matrices.sum(dim=-1, keepdim=True))
+
+
+class AttentionRollout(MapAttribution):
+    r"""Attention rollout: attention propagated through the layers with the residual path.
+
+    Abnar & Zuidema 2020, *Quantifying Attention Flow in Transformers*; the reference code the
+    founding documents use (jeonsworld/ViT-pytorch, jacobgil/vit-explain). Per layer :math:`l`:
+    fuse heads, :math:`\bar A^{(l)} = \mathrm{fuse}_h A^{(l)}_h`; optionally zero the lowest
+    ``discard_ratio`` of each sample's entries (never CLS→CLS); add the identity and renormalise
+    rows, :math:`\hat A^{(l)} = (\bar A^{(l)} + I) / \mathrm{rowsum}`; the joint attention is
+    :math:`\hat A^{(L-1)} \cdots \hat A^{(s)}` for ``start_layer`` :math:`s`, and the map is its
+    CLS row over the patch tokens, unscaled.
+
+    Only the head-fused matrices are kept, and the CLS row is multiplied through them from the
+    last layer down (:math:`O(L N^2)`); :meth:`joint_attention` forms the full product.
+
+    Args:
+        model: any supported vision transformer (or its adapter).
+        head_fusion: ``"mean" | "max" | "min"``.
+        discard_ratio: fraction in ``[0, 1)`` of the lowest fused entries zeroed per layer.
+        start_layer: first layer of the product (negative counts from the end).
+        interpolation: resize mode for ``upsample=True``.
+
+    Shapes:
+        ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, 1, H, W)`` (``(B, 1, h, w)`` with
+        ``upsample=False``).
+
+    Raises:
+        ValueError: for a bad ``head_fusion``, ``discard_ratio`` or ``start_layer``.
+        UnsupportedModelError: for a model without a CLS token.
+
+    Example:
+        >>> maps = AttentionRollout(model, discard_ratio=0.9, head_fusion="max").attribute(x)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | ModelAdapter,
+        *,
+        head_fusion: HeadFusion = "mean",
+        discard_ratio: float = 0.0,
+        start_layer: int = 0,
+        interpolation: Interpolation = "bilinear",
+    ) -> None:
+        super().__init__(model, interpolation=interpolation)
+        check_head_fusion(head_fusion, allow_none=False)
+        if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, int | float):
+            raise TypeError(f"discard_ratio must be a float, got {discard_ratio!r}")
+        if not 0.0 <= discard_ratio < 1.0:
+            raise ValueError(f"discard_ratio must be in [0, 1), got {discard_ratio}")
+        self.head_fusion = head_fusion
+        self.discard_ratio = float(discard_ratio)
+        self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
+        self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+
+    def _layer_matrices(self, inputs: torch.Tensor) -> tuple[list[torch.Tensor], TokenLayout]:
+        """Per-layer ``(B, N, N)`` matrices :math:`\\hat A^{(l)}`, from ``start_layer`` on."""
+        probe = FusedAttentionProbe(self.head_fusion, self.start_layer)
+        with torch.no_grad():
+            layout = capture_attention(self.adapter, probe, inputs).layout
+        keep = self.cls_index
+        matrices = []
+        for layer in range(self.start_layer, self.adapter.num_layers):
+            fused = probe.matrices.pop(layer)
+            matrices.append(residual_normalise(discard_lowest(fused, self.discard_ratio, keep)))
+        return matrices, layout
+
+    def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
+        matrices, layout = self._layer_matrices(inputs)
+        row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
+        row[..., self.cls_index] = 1.0
+        for matrix in reversed(matrices):
+            row = torch.bmm(row, matrix)
+        return patch_tokens_to_grid(row, layout), layout
+
+    def joint_attention(self, inputs: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
+        """The full joint attention :math:`\\hat A^{(L-1)} \\cdots \\hat A^{(s)}`.
+
+        Args:
+            inputs: ``(B, C, H, W)`` batch.
+
+        Returns:
+            ``(B, N, N)`` joint attention over all tokens (prefix first) and the layout.
+        """
+        matrices, layout = self._layer_matrices(self.validate_inputs(inputs))
+        joint = matrices[0]
+        for matrix in matrices[1:]:
+            joint = torch.bmm(matrix, joint)
+        return joint, layout

@@ -1,0 +1,174 @@
+"""Parity of the attention methods with the founding formulas, on every family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
+from tests import reference
+from tests.conftest import PATCH
+
+SIZES = [(32, 32), (32, 48)]
+
+
+def _inputs(size: tuple[int, int], batch: int = 2, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def _runs_at(family, size) -> bool:
+    return size == (32, 32) or family.name != "torchvision"
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("head_fusion", ["mean", "max", "min", None])
+@pytest.mark.parametrize("layer", [-1, 0])
+def test_raw_cls_matches_reference(family, size, head_fusion, layer):
+    if not family.has_cls or not _runs_at(family, size):
+        pytest.skip("no CLS token / fixed input size: covered by the error tests")
+    x = _inputs(size)
+    grid = (size[0] // PATCH, size[1] // PATCH)
+    expected = reference.raw_cls(
+        family.reference_attentions(x), layer, family.num_prefix_tokens, grid, head_fusion
+    )
+    method = RawCLSAttention(family.model, layer=layer, head_fusion=head_fusion)
+    got = method.attribute(x, upsample=False)
+    torch.testing.assert_close(got, expected.float(), rtol=1e-5, atol=1e-6)
+    assert method.attribute(x).shape == (2, expected.shape[1], *size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(
+    ("head_fusion", "discard_ratio", "start_layer"),
+    [("mean", 0.0, 0), ("max", 0.0, 0), ("min", 0.0, 0), ("mean", 0.5, 0), ("max", 0.9, 1)],
+)
+def test_rollout_matches_reference(family, size, head_fusion, discard_ratio, start_layer):
+    if not family.has_cls or not _runs_at(family, size):
+        pytest.skip("no CLS token / fixed input size: covered by the error tests")
+    x = _inputs(size)
+    grid = (size[0] // PATCH, size[1] // PATCH)
+    expected = reference.rollout(
+        family.reference_attentions(x), head_fusion, discard_ratio, start_layer,
+        family.num_prefix_tokens, grid,
+    )  # fmt: skip
+    method = AttentionRollout(
+        family.model, head_fusion=head_fusion, discard_ratio=discard_ratio, start_layer=start_layer
+    )
+    got = method.attribute(x, upsample=False)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("renormalize", [False, True])
+def test_mean_attention_distance_matches_reference(family, size, renormalize):
+    if not _runs_at(family, size):
+        pytest.skip("fixed input size: covered by the error tests")
+    x = _inputs(size)
+    grid = (size[0] // PATCH, size[1] // PATCH)
+    expected = reference.mean_attention_distance(
+        family.reference_attentions(x), family.num_prefix_tokens, grid, PATCH, renormalize
+    )
+    got = MeanAttentionDistance(family.model, renormalize=renormalize).attribute(x)
+    assert got.shape == (2, 3, 4)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rollout_joint_attention_cls_row_equals_map(family):
+    if not family.has_cls:
+        pytest.skip("no CLS token")
+    x = _inputs((32, 32))
+    method = AttentionRollout(family.model, discard_ratio=0.3)
+    joint, layout = method.joint_attention(x)
+    assert joint.shape == (2, layout.num_tokens, layout.num_tokens)
+    row = joint[:, 0, layout.num_prefix_tokens :].reshape(2, 1, *layout.grid)
+    torch.testing.assert_close(row, method.attribute(x, upsample=False), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("method_factory", "needs_cls"),
+    [
+        (lambda m: RawCLSAttention(m, head_fusion=None), True),
+        (lambda m: AttentionRollout(m, discard_ratio=0.5), True),
+        (lambda m: MeanAttentionDistance(m), False),
+    ],
+    ids=["raw", "rollout", "mad"],
+)
+def test_batch_equals_single_calls(family, method_factory, needs_cls):
+    if needs_cls and not family.has_cls:
+        pytest.skip("no CLS token")
+    method = method_factory(family.model)
+    x = _inputs((32, 32))
+    batched = method.attribute(x)
+    singles = torch.cat([method.attribute(x[i : i + 1]) for i in range(2)])
+    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(batched[0], batched[1])
+
+
+def test_non_square_patch_14_hf_vit():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.ViTConfig(image_size=28, patch_size=14, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=64, num_labels=3)  # fmt: skip
+    model = tf.ViTForImageClassification(config).eval()
+    eager = tf.ViTForImageClassification(config).eval()
+    eager.load_state_dict(model.state_dict())
+    eager.set_attn_implementation("eager")
+    x = _inputs((28, 42), batch=1)
+    with torch.no_grad():
+        attentions = eager(x, output_attentions=True, interpolate_pos_encoding=True).attentions
+    grid = (2, 3)
+    torch.testing.assert_close(
+        AttentionRollout(model).attribute(x, upsample=False).double(),
+        reference.rollout(attentions, "mean", 0.0, 0, 1, grid),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    torch.testing.assert_close(
+        MeanAttentionDistance(model).attribute(x).double(),
+        reference.mean_attention_distance(attentions, 1, grid, 14),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert RawCLSAttention(model).attribute(x).shape == (1, 1, 28, 42)
+
+
+def test_default_and_eager_models_give_identical_maps():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=3,
+                          num_attention_heads=4, intermediate_size=64)  # fmt: skip
+    default = tf.ViTModel(config).eval()
+    assert default.config._attn_implementation == "sdpa"
+    eager = tf.ViTModel(config).eval()
+    eager.load_state_dict(default.state_dict())
+    eager.set_attn_implementation("eager")
+    x = _inputs((32, 32))
+    for method in (RawCLSAttention, AttentionRollout, MeanAttentionDistance):
+        torch.testing.assert_close(method(default).attribute(x), method(eager).attribute(x))
+
+
+def test_timm_fused_and_unfused_give_identical_maps(fresh_family):
+    fused = fresh_family("timm").model
+    unfused = fresh_family("timm").model
+    for block in unfused.blocks:
+        block.attn.fused_attn = False
+    x = _inputs((32, 32))
+    torch.testing.assert_close(
+        AttentionRollout(fused).attribute(x), AttentionRollout(unfused).attribute(x)
+    )
+    assert all(not block.attn.fused_attn for block in unfused.blocks)
+
+
+def test_upsample_covers_input_and_pads_cropped_pixels():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=64)  # fmt: skip
+    model = tf.ViTModel(config).eval()
+    maps = RawCLSAttention(model).attribute(_inputs((36, 35)))
+    assert maps.shape == (2, 1, 36, 35)
+    assert torch.all(maps[..., 32:, :] == 0) and torch.all(maps[..., :, 32:] == 0)
+    assert torch.all(maps[..., :32, :32] > 0)

@@ -1,0 +1,77 @@
+"""Independent reference implementations written from the founding documents' code.
+
+Deliberately naive (loops, full matrices, numpy): nothing here shares code with the package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def raw_cls(attentions, layer, prefix, grid, head_fusion):
+    """DINO/All-Things-ViTs: ``attentions[layer][:, :, 0, prefix:]`` on the grid."""
+    rows = attentions[layer][:, :, 0, prefix:]
+    maps = rows.reshape(rows.shape[0], rows.shape[1], *grid)
+    if head_fusion is None:
+        return maps
+    fuse = {"mean": lambda t: t.mean(1), "max": lambda t: t.max(1)[0], "min": lambda t: t.min(1)[0]}
+    return fuse[head_fusion](maps).unsqueeze(1)
+
+
+def rollout(attentions, head_fusion, discard_ratio, start_layer, prefix, grid):
+    """jeonsworld/ViT-pytorch rollout (seed 003) with vit-explain's fusion and discard, fixed
+    to keep dims and to discard per sample."""
+    result = []
+    for b in range(attentions[0].shape[0]):
+        att = torch.stack([a[b].double() for a in attentions[start_layer:]])  # (L, H, N, N)
+        if head_fusion == "mean":
+            fused = att.mean(dim=1)
+        elif head_fusion == "max":
+            fused = att.max(dim=1)[0]
+        else:
+            fused = att.min(dim=1)[0]
+        num_tokens = fused.shape[-1]
+        for layer in range(fused.shape[0]):
+            flat = fused[layer].reshape(-1).clone()
+            count = int(flat.numel() * discard_ratio)
+            order = sorted(range(1, flat.numel()), key=lambda i: flat[i].item())
+            for index in order[:count]:
+                flat[index] = 0.0
+            fused[layer] = flat.reshape(num_tokens, num_tokens)
+        aug = fused + torch.eye(num_tokens, dtype=fused.dtype)
+        aug = aug / aug.sum(dim=-1).unsqueeze(-1)
+        joint = aug[0]
+        for n in range(1, aug.shape[0]):
+            joint = torch.matmul(aug[n], joint)
+        result.append(joint[0, prefix:].reshape(*grid))
+    return torch.stack(result).unsqueeze(1)
+
+
+def compute_distance_matrix(patch_size, num_patches, width):
+    """Seed 002, with the row length generalised to non-square grids."""
+    distance_matrix = np.zeros((num_patches, num_patches))
+    for i in range(num_patches):
+        for j in range(num_patches):
+            if i == j:
+                continue
+            xi, yi = int(i / width), i % width
+            xj, yj = int(j / width), j % width
+            distance_matrix[i, j] = patch_size * np.linalg.norm([xi - xj, yi - yj])
+    return distance_matrix
+
+
+def mean_attention_distance(attentions, prefix, grid, patch_size, renormalize=False):
+    """Seed 002 ``compute_mean_attention_dist`` for every layer: ``(B, L, H)``."""
+    num_patches = grid[0] * grid[1]
+    distance = compute_distance_matrix(patch_size, num_patches, grid[1]).reshape(
+        1, 1, num_patches, num_patches
+    )
+    per_layer = []
+    for attention in attentions:
+        weights = attention.double().numpy()[..., prefix:, prefix:]
+        if renormalize:
+            weights = weights / weights.sum(axis=-1, keepdims=True)
+        mean_distances = np.sum(weights * distance, axis=-1)
+        per_layer.append(np.mean(mean_distances, axis=-1))
+    return torch.from_numpy(np.stack(per_layer, axis=1))

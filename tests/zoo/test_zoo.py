@@ -1,0 +1,110 @@
+"""The embedded default model: offline loading, preprocessing, and that the weights are trained."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import ViTForImageClassification
+
+from attnexplain.data.base import SegmentationSample
+from attnexplain.data.synthetic import CLASS_NAMES, SyntheticShapes
+from attnexplain.zoo import Preprocess, default_samples, load_default
+
+
+@pytest.fixture(scope="module")
+def default_model() -> tuple[ViTForImageClassification, Preprocess]:
+    return load_default()
+
+
+def test_load_default_is_an_eval_mode_six_class_vit(default_model) -> None:
+    model, preprocess = default_model
+    assert isinstance(model, ViTForImageClassification)
+    assert not model.training
+    assert model.config.id2label == dict(enumerate(CLASS_NAMES))
+    assert preprocess.image_size == model.config.image_size
+    with torch.no_grad():
+        logits = model(pixel_values=preprocess(torch.rand(3, 3, 96, 96))).logits
+    assert logits.shape == (3, len(CLASS_NAMES))
+
+
+def test_load_default_works_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    model, _ = load_default()
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_shipped_model_classifies_held_out_images(default_model) -> None:
+    model, preprocess = default_model
+    dataset = SyntheticShapes("test", size=64, image_size=preprocess.image_size)
+    samples = [dataset[i] for i in range(len(dataset))]
+    images = torch.stack([sample.image for sample in samples])
+    labels = torch.tensor([sample.label for sample in samples])
+    with torch.no_grad():
+        predicted = model(pixel_values=preprocess(images)).logits.argmax(dim=1)
+    accuracy = (predicted == labels).float().mean().item()
+    assert accuracy >= 0.9, f"accuracy {accuracy:.3f} on 64 test images"
+
+
+def test_default_samples_come_from_the_test_split() -> None:
+    samples = default_samples(3)
+    assert len(samples) == 3
+    assert all(isinstance(sample, SegmentationSample) for sample in samples)
+    assert [sample.image_id for sample in samples] == [f"synthetic-test-{i:06d}" for i in range(3)]
+    with pytest.raises(ValueError, match="n must be positive"):
+        default_samples(0)
+
+
+@pytest.fixture
+def preprocess() -> Preprocess:
+    return Preprocess(96, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3))
+
+
+@pytest.mark.parametrize("size", [96, 80])
+def test_preprocess_gives_the_same_batch_for_tensor_pil_and_numpy(
+    preprocess: Preprocess, size: int
+) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    from_tensor = preprocess(tensor)
+    assert from_tensor.shape == (1, 3, 96, 96) and from_tensor.dtype == torch.float32
+    torch.testing.assert_close(preprocess(pixels), from_tensor, rtol=0, atol=1e-6)
+    torch.testing.assert_close(preprocess(Image.fromarray(pixels)), from_tensor, rtol=0, atol=1e-6)
+    torch.testing.assert_close(preprocess(tensor[None].repeat(2, 1, 1, 1))[1], from_tensor[0])
+
+
+def test_preprocess_normalises_with_mean_and_std(preprocess: Preprocess) -> None:
+    grey = torch.full((3, 96, 96), 0.5)
+    out = preprocess(grey)
+    expected = torch.tensor([(0.5 - 0.5) / 0.25, (0.5 - 0.4) / 0.2, (0.5 - 0.3) / 0.3])
+    torch.testing.assert_close(out[0, :, 0, 0], expected)
+
+
+def test_preprocess_round_trips_through_json(preprocess: Preprocess, tmp_path) -> None:
+    path = tmp_path / "preprocessor_config.json"
+    preprocess.to_json(path)
+    loaded = Preprocess.from_json(path)
+    assert (loaded.image_size, loaded.mean, loaded.std) == (
+        preprocess.image_size,
+        preprocess.mean,
+        preprocess.std,
+    )
+
+
+def test_preprocess_rejects_wrong_inputs(preprocess: Preprocess) -> None:
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        preprocess(torch.full((3, 96, 96), 255.0))
+    with pytest.raises(TypeError, match="floating point"):
+        preprocess(torch.zeros(3, 96, 96, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        preprocess(np.zeros((96, 96, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        preprocess(np.zeros((3, 96, 96), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        preprocess(torch.zeros(1, 96, 96))
+    with pytest.raises(TypeError, match="image must be"):
+        preprocess([[0.0]])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="std must be positive"):
+        Preprocess(96, mean=(0.5, 0.5, 0.5), std=(0.2, 0.0, 0.2))
