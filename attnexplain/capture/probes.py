@@ -61,9 +61,7 @@ class AttentionProbe(ABC):
         """The query rows needed from ``layer`` (0-based)."""
 
     @abstractmethod
-    def consume(
-        self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout
-    ) -> None:
+    def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
         """Take a chunk of probabilities.
 
         Args:

@@ -190,9 +190,9 @@ def _install_hooks(stack: ExitStack, state: _ForwardState) -> None:
 
 
 @contextmanager
-def _captured(adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor) -> Iterator[
-    _ForwardState
-]:
+def _captured(
+    adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor
+) -> Iterator[_ForwardState]:
     state = _ForwardState(adapter, probe, inputs)
     probe.reset(adapter.num_layers)
     with ExitStack() as stack:

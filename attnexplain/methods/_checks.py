@@ -8,7 +8,7 @@ HEAD_FUSIONS = ("mean", "max", "min")
 
 
 def check_head_fusion(head_fusion: object, *, allow_none: bool) -> None:
-    """Raise ``ValueError`` unless ``head_fusion`` is one of the fusions (or ``None`` if allowed)."""
+    """Raise ``ValueError`` unless ``head_fusion`` is a fusion (or ``None`` when allowed)."""
     allowed = (*HEAD_FUSIONS, None) if allow_none else HEAD_FUSIONS
     if head_fusion not in allowed:
         raise ValueError(f"head_fusion must be one of {allowed}, got {head_fusion!r}")

@@ -8,6 +8,7 @@ patch grid, the base drops nothing further and upsamples to the input size.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Literal
@@ -39,16 +40,27 @@ class ViTAttribution(Attribution, ABC):
         self.model = self.adapter.model
         super().__init__(self.adapter.logits_forward)
 
+    @classmethod
+    def get_name(cls) -> str:
+        """Readable name for tables and plots, keeping acronyms whole ("Raw CLS Attention")."""
+        return re.sub(r"(?<=[a-z])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", " ", cls.__name__)
+
     def validate_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """Check ``inputs`` is a finite float ``(B, C, H, W)`` batch the model can run on.
+
+        A 1-tuple holding the batch (Captum's convention) is unwrapped.
 
         Raises:
             TypeError: for a non-tensor or non-float tensor.
             ValueError: for a wrong rank, channel count, empty batch, NaN/inf values, or an
                 input size the model cannot run at.
         """
+        if isinstance(inputs, tuple) and len(inputs) == 1:
+            inputs = inputs[0]  # Captum's metrics pass inputs as a 1-tuple
         if not isinstance(inputs, torch.Tensor):
-            raise TypeError(f"inputs must be a torch.Tensor (B, C, H, W), got {type(inputs).__name__}")
+            raise TypeError(
+                f"inputs must be a torch.Tensor (B, C, H, W), got {type(inputs).__name__}"
+            )
         if inputs.dim() != 4:
             raise ValueError(
                 f"inputs must be a (B, C, H, W) batch, got shape {tuple(inputs.shape)}; "
@@ -86,7 +98,9 @@ class ViTAttribution(Attribution, ABC):
         if target is None:
             return logits.argmax(dim=-1)
         if isinstance(target, bool) or not isinstance(target, int | Sequence | torch.Tensor):
-            raise TypeError(f"target must be an int, a sequence of ints or a tensor, got {target!r}")
+            raise TypeError(
+                f"target must be an int, a sequence of ints or a tensor, got {target!r}"
+            )
         resolved = torch.as_tensor(target, device=logits.device)
         if resolved.is_floating_point() or resolved.dtype == torch.bool:
             raise TypeError(f"target must hold integer class indices, got dtype {resolved.dtype}")
@@ -167,9 +181,7 @@ class MapAttribution(ViTAttribution):
         self.interpolation = interpolation
 
     @abstractmethod
-    def patch_maps(
-        self, inputs: torch.Tensor, target: Target
-    ) -> tuple[torch.Tensor, TokenLayout]:
+    def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
         """``(B, K, h, w)`` maps on the patch grid and the layout they were read with."""
 
     def attribute(
@@ -178,7 +190,8 @@ class MapAttribution(ViTAttribution):
         """Attribution maps for a batch.
 
         Args:
-            inputs: ``(B, C, H, W)`` float batch, preprocessed as the model expects.
+            inputs: ``(B, C, H, W)`` float batch, preprocessed as the model expects (or a 1-tuple
+                of it, Captum's convention: the result is then a 1-tuple too).
             target: class index per sample (int, sequence or tensor) or ``None`` for the
                 predicted class; attention methods ignore it (their maps are class-agnostic).
             upsample: return maps at ``(H, W)`` (default) or on the patch grid ``(h, w)``.
@@ -190,6 +203,7 @@ class MapAttribution(ViTAttribution):
             TypeError, ValueError: for invalid inputs or targets (see :meth:`validate_inputs`).
             UnsupportedModelError: when the model's attention cannot be read.
         """
-        inputs = self.validate_inputs(inputs)
-        maps, layout = self.patch_maps(inputs, target)
-        return upsample_to_input(maps, layout, self.interpolation) if upsample else maps
+        maps, layout = self.patch_maps(self.validate_inputs(inputs), target)
+        if upsample:
+            maps = upsample_to_input(maps, layout, self.interpolation)
+        return (maps,) if isinstance(inputs, tuple) else maps

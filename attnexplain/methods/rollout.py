@@ -71,7 +71,8 @@ class AttentionRollout(MapAttribution):
         UnsupportedModelError: for a model without a CLS token.
 
     Example:
-        >>> maps = AttentionRollout(model, discard_ratio=0.9, head_fusion="max").attribute(x)  # doctest: +SKIP
+        >>> rollout = AttentionRollout(model, discard_ratio=0.9, head_fusion="max")  # doctest: +SKIP
+        >>> maps = rollout.attribute(x)  # doctest: +SKIP
     """
 
     def __init__(

@@ -27,16 +27,13 @@ def is_attention_module(module: nn.Module) -> bool:
     linear children, modules with a fused ``qkv`` linear, and any module carrying the attribute
     ``attnexplain_attention = True``.
     """
-    if getattr(module, "attnexplain_attention", False) or isinstance(
-        module, nn.MultiheadAttention
-    ):
+    if getattr(module, "attnexplain_attention", False) or isinstance(module, nn.MultiheadAttention):
         return True
     children = dict(module.named_children())
     if isinstance(children.get("qkv"), nn.Linear):
         return True
     return any(
-        all(isinstance(children.get(name), nn.Linear) for name in names)
-        for names in _QKV_NAME_SETS
+        all(isinstance(children.get(name), nn.Linear) for name in names) for names in _QKV_NAME_SETS
     )
 
 
@@ -126,7 +123,7 @@ class ModelAdapter:
                 "resize the image up"
             )
 
-    def enter(self, stack: ExitStack, inputs: torch.Tensor) -> None:  # noqa: B027 - default: none
+    def enter(self, stack: ExitStack, inputs: torch.Tensor) -> None:
         """Apply temporary switches for this forward; register their undo on ``stack``."""
 
     def forward(self, inputs: torch.Tensor) -> Any:
