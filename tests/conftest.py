@@ -3,7 +3,8 @@
 Each family fixture yields a :class:`Family`: the default-loaded model (SDPA / fused attention, as
 users load it) and an independent way to read its full attention probabilities — HF's eager
 ``output_attentions=True`` on an eager copy, timm's non-fused path through ``attn_drop``,
-torchvision's ``need_weights=True``, the DINO module's returned attention — that the methods are checked against.
+torchvision's ``need_weights=True``, the DINO module's returned attention — that the methods
+are checked against.
 """
 
 from __future__ import annotations

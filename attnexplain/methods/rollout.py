@@ -71,7 +71,7 @@ class AttentionRollout(MapAttribution):
         UnsupportedModelError: for a model without a CLS token.
 
     Example:
-        >>> rollout = AttentionRollout(model, discard_ratio=0.9, head_fusion="max")  # doctest: +SKIP
+        >>> rollout = AttentionRollout(model, discard_ratio=0.9)  # doctest: +SKIP
         >>> maps = rollout.attribute(x)  # doctest: +SKIP
     """
 

@@ -1,0 +1,33 @@
+# Two commands set up a fresh machine and run:  `make explain`  and  `make test`.
+# Everything is installed into .venv by the project's own files.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision are pinned to the builds this machine's pip finds on local disk (timm
+# imports torchvision; PyPI's torchvision does not load beside the CPU-only torch 2.13 file).
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup explain test lint docs clean
+
+$(BIN)/attnexplain: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e ".[timm,torchvision,gradcam,coco,imagenet-seg,docs,dev]"
+	touch $@
+
+setup: $(BIN)/attnexplain
+
+explain: setup  ## the main job: embedded model on embedded images -> figures in attnexplain-out/
+	MPLBACKEND=Agg $(BIN)/attnexplain explain --out attnexplain-out
+
+test: setup  ## lint + the test suite (offline, a few minutes on 2 cores)
+	$(BIN)/ruff check attnexplain tests benchmarks
+	$(BIN)/ruff format --check attnexplain tests benchmarks
+	MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 -m "not slow" -q
+
+docs: setup
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) attnexplain-out site

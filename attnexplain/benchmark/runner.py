@@ -1,0 +1,610 @@
+"""The benchmark runner: dataset x methods x metrics, one durable row per (image, method).
+
+For every batch of images the runner
+
+1. resizes the ``[0, 1]`` images to the model's input size and normalises them with the model's
+   :class:`~attnexplain.zoo.Preprocess` (one batched forward gives the predicted classes);
+2. asks each method for its maps on the batch (one batched call per method);
+3. scores every map with the localisation metrics and, for a model with a classification head,
+   the faithfulness metrics (their perturbed images are batched too);
+4. appends one row per ``(image_id, method)`` to the results file and fsyncs it.
+
+**Which mask a map is scored against.** Fused maps (``K = 1``) are scored by the map metrics
+(:data:`~attnexplain.benchmark.registry.MAP_METRICS`) against the sample's ``mask``: the union of
+the objects of the sample's ``label`` class (for VOC and COCO, the class of the largest object;
+for single-object data the object itself). The per-object metric ``best_head_jaccard`` follows
+DINO: for every annotated object separately, the best head's Jaccard (``K = 1`` maps have one
+"head"), then the mean over the image's objects; the per-object values are kept in the row's
+``objects`` field. Maps are bilinearly resized to the mask's resolution (``mask_resolution=
+"image"``, the default) or the masks are resized (nearest) to the model's input size
+(``"model"``, Chefer et al.'s protocol, which resizes images and masks to 224 x 224).
+
+**Targets.** ``target="label"`` explains the sample's label (the synthetic data, whose labels
+are the embedded model's classes); ``"predicted"`` explains the model's top-1 class (the choice
+for VOC, COCO and ImageNet-segmentation, whose ids are not the model's). Headless models have no
+target and no faithfulness metrics.
+
+**Resume.** Rows already in the output folder are skipped by key; a truncated last line is
+dropped. **Sharding.** Under ``torchrun`` (``WORLD_SIZE > 1``) the runner joins a ``gloo``
+process group, rank ``r`` scores the images with ``index % world_size == r`` into its own file,
+and after a barrier rank 0 merges all rows into ``results.jsonl`` sorted by (index, method), so
+the merged rows, and every statistic of them, equal a single-process run's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from attnexplain.benchmark.registry import (
+    FAITHFULNESS_METRICS,
+    MAP_METRICS,
+    METHODS,
+    OBJECT_METRICS,
+    DatasetChoice,
+    FaithfulnessContext,
+    MethodContext,
+    TargetPolicy,
+    metric_info,
+    parse_methods,
+    parse_metrics,
+)
+from attnexplain.benchmark.store import (
+    RESULTS_FILE,
+    Row,
+    RowWriter,
+    merge_rows,
+    rank_file,
+    read_rows,
+    result_files,
+    row_key,
+)
+from attnexplain.capture import UnsupportedModelError, resolve_adapter
+from attnexplain.zoo import Preprocess
+
+META_FILE = "run.json"
+EXAMPLES_DIR = "examples"
+MaskResolution = Literal["image", "model"]
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """What to run and how.
+
+    Attributes:
+        methods: method names (see :data:`~attnexplain.benchmark.registry.METHODS`); the
+            baselines ``random`` and ``centre`` are always added.
+        metrics: metric names or groups, ``None`` for all that apply.
+        batch_size: images per model call (methods, and faithfulness chunks).
+        limit: score only the first ``limit`` images of the dataset.
+        target: ``"label"`` or ``"predicted"``; ``None`` takes the dataset's default.
+        mask_resolution: score at the mask's resolution (``"image"``) or the model's (``"model"``).
+        faithfulness_steps: the most deletion / insertion steps (capped at the patch count).
+        method_options: keyword arguments per method name (e.g. ``{"rollout": {"start_layer":
+            1}}``).
+        examples: save the maps of the first ``examples`` images for the report's figure.
+        seed: seed of the random baseline.
+        progress: show a progress bar on stderr.
+        model_name: how the report names the model.
+
+    Raises:
+        ValueError: on a non-positive ``batch_size``, ``limit`` or ``faithfulness_steps``, a
+            negative ``examples``, or an unknown ``target`` / ``mask_resolution``.
+    """
+
+    methods: tuple[str, ...] = ("raw", "rollout", "gradcam")
+    metrics: tuple[str, ...] | None = None
+    batch_size: int = 16
+    limit: int | None = None
+    target: TargetPolicy | None = None
+    mask_resolution: MaskResolution = "image"
+    faithfulness_steps: int = 16
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    examples: int = 4
+    seed: int = 0
+    progress: bool = True
+    model_name: str = "model"
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "faithfulness_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"limit must be a positive int or None, got {self.limit!r}")
+        if self.examples < 0:
+            raise ValueError(f"examples must be >= 0, got {self.examples}")
+        if self.target not in (None, "label", "predicted"):
+            raise ValueError(f"target must be 'label' or 'predicted', got {self.target!r}")
+        if self.mask_resolution not in ("image", "model"):
+            raise ValueError(
+                f"mask_resolution must be 'image' or 'model', got {self.mask_resolution!r}"
+            )
+        unknown = sorted(set(self.method_options) - set(self.methods))
+        if unknown:
+            raise ValueError(f"method_options names method(s) not run: {', '.join(unknown)}")
+
+
+@dataclass
+class BenchmarkRun:
+    """What :func:`run_benchmark` returns.
+
+    Attributes:
+        out_dir: the run folder.
+        rows: every row of the run, sorted by (index, method), on the main process; empty on
+            other ranks.
+        meta: the contents of ``run.json`` (settings, metric metadata, machine, sessions).
+        is_main: whether this process is rank 0 (the one that writes the report).
+    """
+
+    out_dir: Path
+    rows: list[Row]
+    meta: dict[str, Any]
+    is_main: bool
+
+
+@dataclass(frozen=True)
+class _Truth:
+    """A sample's ground truth at the resolution it is scored at."""
+
+    mask: torch.Tensor  # (1, H, W) bool
+    ignore: torch.Tensor  # (1, H, W) bool
+    objects: torch.Tensor  # (K, H, W) bool
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """The machine a run used: OS, CPU, core and thread counts, library versions, accelerator."""
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        info["accelerator"] = torch.cuda.get_device_name(device)
+    return info
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode (dropout off), restoring every module's ``training`` flag afterwards."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _join_process_group() -> tuple[int, int, bool]:
+    """``(rank, world_size, created)``: join the torchrun group when ``WORLD_SIZE > 1``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size(), created
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _resize(tensor: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize ``(N, C, H, W)`` to ``size`` (no-op when equal); ``nearest`` keeps bools bool."""
+    if tuple(tensor.shape[-2:]) == size:
+        return tensor
+    if mode == "nearest":
+        return F.interpolate(tensor.float(), size=size, mode="nearest") > 0.5
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
+
+
+def _model_images(samples: Sequence[Any], size: int) -> torch.Tensor:
+    """``(B, 3, S, S)`` images in ``[0, 1]`` at the model's size, resized like ``Preprocess``."""
+    images = []
+    for sample in samples:
+        image = sample.image[None].float()
+        if tuple(image.shape[-2:]) != (size, size):
+            image = F.interpolate(
+                image, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+            )
+        images.append(image)
+    # Resampling may leave values a rounding error outside [0, 1], which faithfulness rejects.
+    return torch.cat(images).clamp(0.0, 1.0)
+
+
+class _Session:
+    """One process's share of a run: built once, then fed batch by batch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess: Preprocess,
+        dataset: DatasetChoice,
+        config: BenchmarkConfig,
+    ) -> None:
+        self.config = config
+        self.dataset = dataset
+        self.preprocess = preprocess
+        self.adapter = resolve_adapter(model)
+        self.size = preprocess.image_size
+        parameter = next(model.parameters(), None)
+        self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.has_head = self._probe_head()
+        self.methods = parse_methods(config.methods)
+        headless = [m for m in self.methods if METHODS[m].needs_head and not self.has_head]
+        if headless:
+            raise ValueError(
+                f"method(s) {', '.join(headless)} differentiate a class logit, but the model has "
+                "no classification head; use attention methods (raw, raw_heads, rollout)"
+            )
+        self.metrics = parse_metrics(config.metrics, has_head=self.has_head)
+        self.target = config.target or dataset.default_target
+        context = MethodContext(
+            model, preprocess, self.adapter.logits_forward, config.batch_size, config.seed
+        )
+        self.explainers = {
+            name: METHODS[name].build(context, **config.method_options.get(name, {}))
+            for name in self.methods
+        }
+        faithfulness = FaithfulnessContext(
+            forward=lambda images: self.adapter.logits_forward(preprocess(images)),
+            patch_size=self.adapter.patch_size[0],
+            steps=config.faithfulness_steps,
+            batch_size=config.batch_size,
+            image_size=self.size,
+        )
+        self.map_metrics = {n: MAP_METRICS[n]() for n in self.metrics if n in MAP_METRICS}
+        self.object_metrics = {n: OBJECT_METRICS[n]() for n in self.metrics if n in OBJECT_METRICS}
+        self.faithfulness = {
+            n: FAITHFULNESS_METRICS[n](faithfulness)
+            for n in self.metrics
+            if n in FAITHFULNESS_METRICS
+        }
+
+    def _probe_head(self) -> bool:
+        probe = torch.zeros(1, self.adapter.in_channels, self.size, self.size, device=self.device)
+        try:
+            with torch.no_grad():
+                self.adapter.logits_forward(probe)
+        except UnsupportedModelError:
+            return False
+        return True
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Settings a resumed run must share with the rows already written."""
+        return {
+            "model": self.config.model_name,
+            "dataset": self.dataset.name,
+            "image_size": self.size,
+            "metrics": self.metrics,
+            "target": self.target if self.has_head else None,
+            "mask_resolution": self.config.mask_resolution,
+            "faithfulness_steps": self.config.faithfulness_steps,
+            "method_options": {k: dict(v) for k, v in self.config.method_options.items()},
+            "seed": self.config.seed,
+        }
+
+    # -- one batch ------------------------------------------------------------------------------
+
+    def score_batch(
+        self, indices: Sequence[int], done: set[tuple[str, str]], examples_dir: Path
+    ) -> list[Row]:
+        """Rows of every method not yet done on the images ``indices``."""
+        samples = [self.dataset.data[i] for i in indices]
+        ids = [str(s.image_id) for s in samples]
+        images = _model_images(samples, self.size).to(self.device)
+        inputs = self.preprocess(images)
+        predicted = target = None
+        if self.has_head:
+            with torch.no_grad():
+                logits = self.adapter.logits_forward(inputs)
+            predicted = target = logits.argmax(dim=1)
+            if self.target == "label":
+                labels = torch.tensor([int(s.label) for s in samples], device=self.device)
+                target = torch.where(labels >= 0, labels, predicted)
+                if int(target.max()) >= logits.shape[1]:
+                    raise ValueError(
+                        f"label {int(target.max())} is not a class of this {logits.shape[1]}-class "
+                        "model; explain the prediction instead (target='predicted', "
+                        "--target predicted)"
+                    )
+        truths = [self._truth(s) for s in samples]
+        rows: list[Row] = []
+        for name in self.methods:
+            todo = [j for j, image_id in enumerate(ids) if (image_id, name) not in done]
+            if not todo:
+                continue
+            sub_target = None if target is None else target[todo]
+            method_rows = self._score_method(
+                name, images[todo], inputs[todo], sub_target, [truths[j] for j in todo],
+                [ids[j] for j in todo], examples_dir, [indices[j] for j in todo],
+            )  # fmt: skip
+            for j, row in zip(todo, method_rows):
+                row.update(
+                    index=int(indices[j]),
+                    label=int(samples[j].label),
+                    target=None if target is None else int(target[j]),
+                    predicted=None if predicted is None else int(predicted[j]),
+                )
+            rows.extend(method_rows)
+        return rows
+
+    def _truth(self, sample: Any) -> _Truth:
+        mask, ignore, objects = sample.mask[None], sample.ignore[None], sample.object_masks
+        if self.config.mask_resolution == "model":
+            size = (self.size, self.size)
+            mask = _resize(mask[None], size, "nearest")[0]
+            ignore = _resize(ignore[None], size, "nearest")[0]
+            objects = _resize(objects[None], size, "nearest")[0]
+        return _Truth(mask.bool(), ignore.bool(), objects.bool())
+
+    def _score_method(
+        self,
+        name: str,
+        images: torch.Tensor,
+        inputs: torch.Tensor,
+        target: torch.Tensor | None,
+        truths: list[_Truth],
+        ids: list[str],
+        examples_dir: Path,
+        indices: list[int],
+    ) -> list[Row]:
+        spec = METHODS[name]
+        start = time.perf_counter()
+        maps = self.explainers[name](inputs, target, ids).detach().float()
+        expected = (len(ids), self.size, self.size)
+        if maps.dim() != 4 or (maps.shape[0], *maps.shape[2:]) != expected:
+            raise ValueError(
+                f"method {name} returned maps of shape {tuple(maps.shape)}, expected "
+                f"({len(ids)}, K, {self.size}, {self.size})"
+            )
+        if not spec.per_head and maps.shape[1] != 1:
+            raise ValueError(f"method {name} returned K = {maps.shape[1]} maps, expected 1")
+        maps_done = time.perf_counter()
+        rows = [self._localise(image_id, name, m, t) for image_id, m, t in zip(ids, maps, truths)]
+        localised = time.perf_counter()
+        if not spec.per_head and self.faithfulness:
+            self._faithfulness(rows, images, maps, target)
+        finished = time.perf_counter()
+        share = 1.0 / len(ids)
+        for row in rows:
+            row["seconds"] = {
+                "maps": (maps_done - start) * share,
+                "localisation": (localised - maps_done) * share,
+                "faithfulness": (finished - localised) * share,
+            }
+        for k, index in enumerate(indices):
+            if index < self.config.examples:
+                self._save_example(examples_dir, index, ids[k], name, images[k], truths[k], maps[k])
+        return rows
+
+    def _localise(self, image_id: str, method: str, maps: torch.Tensor, truth: _Truth) -> Row:
+        size = tuple(truth.mask.shape[-2:])
+        scored = _resize(maps[None].cpu(), size, "bilinear")  # (1, K, H, W)
+        values: dict[str, float] = {}
+        objects: dict[str, list[float]] = {}
+        if scored.shape[1] == 1 and not METHODS[method].per_head:
+            for name, metric in self.map_metrics.items():
+                values[name] = float(metric(scored, truth.mask, truth.ignore)[0])
+        for name, metric in self.object_metrics.items():
+            per_object = [float(metric(scored, o[None], truth.ignore)[0]) for o in truth.objects]
+            objects[name] = per_object
+            values[name] = float(np.mean(per_object))
+        return {"image_id": image_id, "method": method, "metrics": values, "objects": objects}
+
+    def _faithfulness(
+        self,
+        rows: list[Row],
+        images: torch.Tensor,
+        maps: torch.Tensor,
+        target: torch.Tensor | None,
+    ) -> None:
+        if target is None:  # a headless model has no faithfulness metrics
+            return
+        for row in rows:
+            row["curves"] = {}
+        for name, metric in self.faithfulness.items():
+            curves = metric(images, maps, target)
+            x = curves.x.tolist()
+            for k, row in enumerate(rows):
+                row["metrics"][name] = float(curves.auc[k])
+                row["curves"][name] = {
+                    "x": x,
+                    "probability": curves.probability[k].tolist(),
+                    "correct": curves.correct[k].int().tolist(),
+                }
+
+    def _save_example(
+        self,
+        folder: Path,
+        index: int,
+        image_id: str,
+        method: str,
+        image: torch.Tensor,
+        truth: _Truth,
+        maps: torch.Tensor,
+    ) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        mask = _resize(truth.mask[None], (self.size, self.size), "nearest")[0, 0]
+        np.savez_compressed(
+            folder / f"{index:06d}-{method}.npz",
+            image=image.cpu().numpy(),
+            mask=mask.cpu().numpy(),
+            map=maps.cpu().numpy(),
+            image_id=np.array(image_id),
+        )
+
+
+def _check_fingerprint(meta: dict[str, Any], fingerprint: dict[str, Any], out_dir: Path) -> None:
+    previous = meta.get("fingerprint")
+    if previous is None or previous == fingerprint:
+        return
+    changed = sorted(k for k in {*previous, *fingerprint} if previous.get(k) != fingerprint.get(k))
+    details = "; ".join(f"{k}: {previous.get(k)!r} -> {fingerprint.get(k)!r}" for k in changed)
+    raise ValueError(
+        f"{out_dir} holds rows of a run with other settings ({details}); resume with the same "
+        "settings or choose another output folder"
+    )
+
+
+def _read_meta(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / META_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
+    temporary = out_dir / (META_FILE + ".tmp")
+    temporary.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, out_dir / META_FILE)
+
+
+def run_benchmark(
+    model: nn.Module,
+    preprocess: Preprocess,
+    dataset: DatasetChoice | Any,
+    out_dir: str | Path,
+    config: BenchmarkConfig | None = None,
+    *,
+    after_batch: Callable[[int], None] | None = None,
+) -> BenchmarkRun:
+    """Score ``dataset`` with every method and metric of ``config``, resumably.
+
+    Args:
+        model: a supported vision transformer (its training flags are restored afterwards; it
+            runs in eval mode). Batches go to the device of its parameters.
+        preprocess: the model's preprocessing (input size, mean, std).
+        dataset: a :class:`~attnexplain.benchmark.registry.DatasetChoice`, or any indexable
+            collection of :class:`~attnexplain.data.base.SegmentationSample` (then named by its
+            type, with ``target="predicted"`` unless ``config.target`` says otherwise).
+        out_dir: the run folder: ``results.jsonl``, ``run.json``, ``examples/``.
+        config: what to run; the defaults of :class:`BenchmarkConfig` if ``None``.
+        after_batch: called with the batch number after each batch's rows are durable (a test
+            hook: raising in it stops the run as a kill would).
+
+    Returns:
+        The :class:`BenchmarkRun`.
+
+    Raises:
+        ValueError: for unknown methods or metrics, a gradient method or faithfulness metric on
+            a headless model, labels outside the model's classes, or an output folder holding a
+            run with other settings.
+        UnsupportedModelError: for a model whose attention cannot be read.
+    """
+    config = config or BenchmarkConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(dataset, DatasetChoice):
+        dataset = DatasetChoice(type(dataset).__name__, dataset, "predicted")
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    rank, world, created_group = _join_process_group()
+    try:
+        with _eval_mode(model):
+            session = _Session(model, preprocess, dataset, config)
+            meta = _read_meta(out)
+            _check_fingerprint(meta, session.fingerprint(), out)
+            total = min(config.limit or len(dataset.data), len(dataset.data))
+            if rank == 0:
+                meta.update(
+                    fingerprint=session.fingerprint(),
+                    model=config.model_name,
+                    dataset=dataset.name,
+                    images=total,
+                    methods=list(dict.fromkeys([*meta.get("methods", []), *session.methods])),
+                    metrics={n: asdict(metric_info(n)) for n in session.metrics},
+                    method_kinds={n: spec.kind for n, spec in METHODS.items()},
+                    has_head=session.has_head,
+                    config={"batch_size": config.batch_size, "limit": config.limit},
+                )
+                meta.setdefault("sessions", [])
+                _write_meta(out, meta)
+            _barrier(world)
+            written = _score_shard(session, out, total, rank, world, after_batch)
+            _barrier(world)
+            rows: list[Row] = []
+            if rank == 0:
+                # Also folds in rank files a killed multi-process run may have left behind.
+                rows = merge_rows(out, meta["methods"])
+                meta["sessions"].append(
+                    {
+                        "started": started.isoformat(timespec="seconds"),
+                        "wall_seconds": time.perf_counter() - clock,
+                        "world_size": world,
+                        "rows_written": written,
+                        "machine": machine_info(session.device),
+                    }
+                )
+                _write_meta(out, meta)
+            return BenchmarkRun(out, rows, meta, rank == 0)
+    finally:
+        if created_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _score_shard(
+    session: _Session,
+    out: Path,
+    total: int,
+    rank: int,
+    world: int,
+    after_batch: Callable[[int], None] | None,
+) -> int:
+    """Score this rank's images (``index % world == rank``) not yet done; rows written."""
+    existing = read_rows(result_files(out))
+    done = {row_key(row) for row in existing}
+    methods_done: dict[int, set[str]] = {}
+    for row in existing:
+        methods_done.setdefault(int(row["index"]), set()).add(row["method"])
+    wanted = set(session.methods)
+    pending = [
+        i for i in range(rank, total, world) if not wanted <= methods_done.get(i, set())
+    ]
+    path = out / RESULTS_FILE if world == 1 else rank_file(out, rank)
+    batch_size = session.config.batch_size
+    written = 0
+    bar = tqdm(
+        total=len(pending),
+        desc="benchmark" if world == 1 else f"benchmark[rank {rank}]",
+        unit="img",
+        file=sys.stderr,
+        disable=not session.config.progress,
+        position=rank,
+    )
+    with RowWriter(path) as writer, bar:
+        for number, start in enumerate(range(0, len(pending), batch_size)):
+            indices = pending[start : start + batch_size]
+            rows = session.score_batch(indices, done, out / EXAMPLES_DIR)
+            writer.write_batch(rows)
+            done.update(row_key(row) for row in rows)
+            written += len(rows)
+            bar.update(len(indices))
+            if after_batch is not None:
+                after_batch(number)
+    return written

@@ -1,0 +1,684 @@
+"""Speed and peak-memory suite: the methods against a plain forward and the eager baselines.
+
+For randomly initialised HF ViT-S/16- and ViT-B/16-shaped classifiers at several input sizes and
+batch sizes, every *approach* below is timed (median of ``--repeats`` calls after one warm-up
+call) and its peak memory measured, each (model, size, batch, approach) in a fresh child process:
+
+- ``floor``: the default-loaded (SDPA) model, one forward under ``torch.no_grad()``;
+- ``eager_attentions``: the founding approach, an eager-loaded copy called with
+  ``output_attentions=True`` (it holds every layer's ``(B, heads, N, N)``);
+- ``eager_rollout``: rollout as peers code it (jacobgil/vit-explain): the eager attentions, head
+  mean, ``(A + I) / 2``, row renormalisation and ``joint = A_l @ joint`` as full ``N x N`` products;
+- ``raw_cls``, ``rollout``, ``mad``: :class:`attnexplain.RawCLSAttention`,
+  :class:`attnexplain.AttentionRollout`, :class:`attnexplain.MeanAttentionDistance` with their
+  defaults, maps left on the patch grid (``upsample=False``);
+- ``gradcam``: ``attnexplain.methods.gradcam.GradCAM`` when that module is importable.
+
+Peak memory, CPU: the child builds the model, the method and the input, makes the warm-up call,
+returns freed heap to the OS (``malloc_trim``), reads its resident set size (``VmRSS``), resets the
+kernel's high-water mark (``echo 5 > /proc/self/clear_refs``) and after the timed calls reads the
+high-water mark (``VmHWM``): ``peak = VmHWM - VmRSS`` is the memory the call needs on top of the
+resident model and input. (tracemalloc does not see torch's CPU allocations.) Where the
+high-water mark cannot be reset, ``ru_maxrss`` minus the RSS before the warm-up is used instead and
+the result says so. CUDA: ``torch.cuda.max_memory_allocated`` after
+``torch.cuda.reset_peak_memory_stats``, minus ``torch.cuda.memory_allocated`` before the calls.
+
+Configurations whose estimated memory (e.g. the eager attentions, ``L * B * heads * N^2`` fp32) is
+above ``--memory-budget-gb`` are skipped and reported as such.
+
+Usage::
+
+    python benchmarks/speed.py --quick                      # ViT-S, 224 + 448 px, batch 1
+    python benchmarks/speed.py --out results.json           # the full grid
+    python benchmarks/speed.py --models vit-b16 --sizes 224 448 --batches 1 8 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import inspect
+import json
+import math
+import multiprocessing
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Model shapes, as ``transformers.ViTConfig`` keyword arguments (patch 16, 3 channels).
+MODELS: dict[str, dict[str, int]] = {
+    "vit-s16": {
+        "hidden_size": 384,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 6,
+        "intermediate_size": 1536,
+    },
+    "vit-b16": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+    # A toy shape for smoke tests and trying the suite out; not part of the default grid.
+    "tiny-test": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+}
+PATCH = 16
+NUM_CLASSES = 1000
+APPROACHES = ("floor", "eager_attentions", "eager_rollout", "raw_cls", "rollout", "mad", "gradcam")
+DEFAULT_MODELS = ("vit-s16", "vit-b16")
+DEFAULT_SIZES = (224, 448, 896)
+DEFAULT_BATCHES = (1, 8)
+QUICK = {"models": ("vit-s16",), "sizes": (224, 448), "batches": (1,)}
+FP32 = 4
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measurement: an approach on one model shape, input size and batch size."""
+
+    model: str
+    size: int
+    batch: int
+    approach: str
+    device: str
+    threads: int
+    repeats: int
+    max_seconds: float
+    seed: int = 0
+
+
+@dataclass
+class Measurement:
+    """What a child process reports for one :class:`Case` (times in seconds, memory in bytes)."""
+
+    case: dict[str, Any]
+    status: str  # "ok", "skipped" or "error"
+    reason: str = ""
+    times_s: list[float] = field(default_factory=list)
+    warmup_s: float | None = None
+    median_s: float | None = None
+    peak_bytes: int | None = None
+    resident_bytes: int | None = None
+    memory_method: str = ""
+    tokens: int | None = None
+    estimated_bytes: int | None = None
+
+
+# ----------------------------------------------------------------------------- model and approaches
+
+
+def num_tokens(size: int) -> int:
+    """Tokens of a square ``size`` input: ``(size / 16)^2`` patches plus the CLS token."""
+    return (size // PATCH) ** 2 + 1
+
+
+def estimated_bytes(approach: str, model: str, size: int, batch: int) -> int:
+    """Rough size of what ``approach`` holds on top of a plain forward, in bytes.
+
+    The eager approaches keep every layer's ``(B, heads, N, N)`` (the peers' rollout also three
+    ``(B, N, N)`` products); rollout keeps ``L`` head-fused ``(B, N, N)``; Grad-CAM keeps the
+    autograd activations (about 16 ``(B, N, hidden)`` tensors per layer); the others keep rows.
+    """
+    shape = MODELS[model]
+    tokens, layers = num_tokens(size), shape["num_hidden_layers"]
+    square = batch * tokens * tokens * FP32
+    if approach in ("eager_attentions", "eager_rollout"):
+        extra = 3 * square if approach == "eager_rollout" else 0
+        return layers * shape["num_attention_heads"] * square + extra
+    if approach == "rollout":
+        return layers * square
+    if approach == "gradcam":
+        return 16 * layers * batch * tokens * shape["hidden_size"] * FP32
+    return 0
+
+
+def build_model(name: str, attn_implementation: str, seed: int) -> torch.nn.Module:
+    """A randomly initialised ``ViTForImageClassification`` of the named shape, in eval mode."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(**MODELS[name], image_size=224, patch_size=PATCH, num_labels=NUM_CLASSES)
+    config._attn_implementation = attn_implementation
+    torch.manual_seed(seed)
+    return ViTForImageClassification(config).eval()
+
+
+def _forward_kwargs(size: int) -> dict[str, Any]:
+    return {"interpolate_pos_encoding": True} if size != 224 else {}
+
+
+def peer_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Rollout as jacobgil/vit-explain codes it: full ``N x N`` products, CLS row at the end.
+
+    Args:
+        attentions: per layer ``(B, heads, N, N)`` probabilities.
+
+    Returns:
+        ``(B, N - 1)`` CLS row of the joint attention over the patch tokens.
+    """
+    batch, _, tokens, _ = attentions[0].shape
+    eye = torch.eye(tokens, device=attentions[0].device)
+    joint = eye.expand(batch, tokens, tokens)
+    for attention in attentions:
+        fused = attention.mean(dim=1)
+        fused = (fused + eye) / 2
+        fused = fused / fused.sum(dim=-1, keepdim=True)
+        joint = torch.matmul(fused, joint)
+    return joint[:, 0, 1:]
+
+
+def make_approach(
+    approach: str, model_name: str, size: int, batch: int, seed: int, device: torch.device
+) -> Callable[[torch.Tensor], Any]:
+    """Build the model (and method) for ``approach`` and return the call to time on ``inputs``."""
+    eager = approach.startswith("eager")
+    model = build_model(model_name, "eager" if eager else "sdpa", seed).to(device)
+    kwargs = _forward_kwargs(size)
+
+    if approach == "floor":
+
+        def call(inputs: torch.Tensor) -> Any:
+            with torch.no_grad():
+                return model(pixel_values=inputs, **kwargs).logits
+
+        return call
+    if approach == "eager_attentions":
+
+        def call(inputs: torch.Tensor) -> Any:
+            with torch.no_grad():
+                return model(pixel_values=inputs, output_attentions=True, **kwargs).attentions
+
+        return call
+    if approach == "eager_rollout":
+
+        def call(inputs: torch.Tensor) -> Any:
+            with torch.no_grad():
+                output = model(pixel_values=inputs, output_attentions=True, **kwargs)
+                return peer_rollout(output.attentions)
+
+        return call
+
+    import attnexplain
+
+    if approach == "raw_cls":
+        method = attnexplain.RawCLSAttention(model)
+        return lambda inputs: method.attribute(inputs, upsample=False)
+    if approach == "rollout":
+        method = attnexplain.AttentionRollout(model)
+        return lambda inputs: method.attribute(inputs, upsample=False)
+    if approach == "mad":
+        method = attnexplain.MeanAttentionDistance(model)
+        return lambda inputs: method.attribute(inputs)
+    if approach == "gradcam":
+        gradcam_class = load_gradcam()
+        if gradcam_class is None:
+            raise RuntimeError("attnexplain.methods.gradcam.GradCAM is not importable")
+        method = gradcam_class(model)
+        accepts_upsample = "upsample" in inspect.signature(method.attribute).parameters
+        options = {"upsample": False} if accepts_upsample else {}
+        return lambda inputs: method.attribute(inputs, target=0, **options)
+    raise ValueError(f"approach must be one of {APPROACHES}, got {approach!r}")
+
+
+def load_gradcam() -> type | None:
+    """``attnexplain.methods.gradcam.GradCAM`` if it can be imported, else ``None``."""
+    try:
+        from attnexplain.methods.gradcam import GradCAM
+    except ImportError:
+        return None
+    return GradCAM
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _proc_status_kib(key: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def _reset_rss_peak() -> bool:
+    """Reset the kernel's resident-set high-water mark (Linux ``clear_refs`` = 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS so the RSS reflects live memory (glibc only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(
+    call: Callable[[torch.Tensor], Any], inputs: torch.Tensor, device: torch.device
+) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    result = call(inputs)
+    _synchronize(device)
+    elapsed = time.perf_counter() - start
+    del result
+    return elapsed
+
+
+def measure(case: Case) -> Measurement:
+    """Time and measure one case in the current process (called in a fresh child).
+
+    One warm-up call, then ``case.repeats`` timed calls, fewer when the warm-up shows they
+    would take more than ``case.max_seconds`` (at least one).
+    """
+    torch.set_num_threads(case.threads)
+    device = torch.device(case.device)
+    call = make_approach(case.approach, case.model, case.size, case.batch, case.seed, device)
+    generator = torch.Generator().manual_seed(case.seed + 1)
+    inputs = torch.randn(case.batch, 3, case.size, case.size, generator=generator).to(device)
+    result = Measurement(case=asdict(case), status="ok", tokens=num_tokens(case.size))
+    gc.collect()
+
+    rss_before_warmup = _proc_status_kib("VmRSS")
+    result.warmup_s = _timed(call, inputs, device)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        resident = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        result.memory_method = "cuda max_memory_allocated - memory_allocated"
+    else:
+        _trim_heap()
+        resident_kib = _proc_status_kib("VmRSS")
+        if resident_kib is not None and _reset_rss_peak():
+            resident = resident_kib * 1024
+            result.memory_method = "VmHWM - VmRSS after warm-up, malloc_trim and clear_refs"
+        else:  # no resettable high-water mark: fall back to ru_maxrss, warm-up included
+            resident = (rss_before_warmup or 0) * 1024
+            result.memory_method = "ru_maxrss - VmRSS before warm-up (includes the warm-up)"
+
+    repeats = max(1, min(case.repeats, int(case.max_seconds / max(result.warmup_s, 1e-9))))
+    result.times_s = [_timed(call, inputs, device) for _ in range(repeats)]
+    result.median_s = statistics.median(result.times_s)
+
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+    elif result.memory_method.startswith("VmHWM"):
+        peak = (_proc_status_kib("VmHWM") or 0) * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result.resident_bytes = resident
+    result.peak_bytes = max(0, peak - resident)
+    return result
+
+
+def _child(case: Case, connection: Any) -> None:
+    try:
+        outcome = measure(case)
+    except Exception as error:  # reported to the parent, which carries on with the next case
+        outcome = Measurement(case=asdict(case), status="error", reason=repr(error))
+    connection.send(asdict(outcome))
+    connection.close()
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """A forkserver with torch and transformers preloaded, so children start in milliseconds."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        ["torch", "transformers", "transformers.models.vit.modeling_vit", "attnexplain"]
+    )
+    return context
+
+
+def run_isolated(case: Case, context: Any, timeout_s: float) -> Measurement:
+    """Measure ``case`` in a fresh child process; a crash or timeout becomes an error result."""
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(case, sender))
+    process.start()
+    sender.close()
+    outcome: dict[str, Any] | None = None
+    if receiver.poll(timeout_s):
+        with contextlib.suppress(EOFError):
+            outcome = receiver.recv()
+    process.join(5)
+    timed_out = process.is_alive()
+    if timed_out:
+        process.kill()
+        process.join()
+    if outcome is None:
+        if timed_out:
+            reason = f"no result after {timeout_s:.0f} s (timeout)"
+        elif process.exitcode == -9:
+            reason = "child killed by signal 9 (out of memory?)"
+        else:
+            reason = f"child exited with code {process.exitcode}"
+        return Measurement(case=asdict(case), status="error", reason=reason)
+    return Measurement(**outcome)
+
+
+# ----------------------------------------------------------------------------- suite and report
+
+
+def plan(args: argparse.Namespace) -> list[Case]:
+    """Every case of the grid, in the order they run (the floor first in each group)."""
+    threads = args.threads or len(os.sched_getaffinity(0))
+    return [
+        Case(model, size, batch, approach, args.device, threads, args.repeats, args.max_seconds)
+        for model in args.models
+        for size in args.sizes
+        for batch in args.batches
+        for approach in args.approaches
+    ]
+
+
+def run_suite(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every planned case (isolated unless ``--in-process``) and return the JSON document."""
+    cases = plan(args)
+    budget = args.memory_budget_gb * 2**30
+    context = None if args.in_process else _context()
+    load_start = os.getloadavg()
+    results: list[Measurement] = []
+    started = time.perf_counter()
+    for index, case in enumerate(cases, 1):
+        estimate = estimated_bytes(case.approach, case.model, case.size, case.batch)
+        if case.approach == "gradcam" and load_gradcam() is None:
+            outcome = Measurement(
+                case=asdict(case), status="skipped", reason="GradCAM not importable"
+            )
+        elif estimate > budget:
+            outcome = Measurement(
+                case=asdict(case),
+                status="skipped",
+                reason=f"needs ~{estimate / 2**30:.1f} GB > budget {args.memory_budget_gb:g} GB",
+            )
+        elif context is None:
+            outcome = measure(case)
+        else:
+            outcome = run_isolated(case, context, args.case_timeout_s)
+        outcome.estimated_bytes = estimate
+        outcome.tokens = num_tokens(case.size)
+        results.append(outcome)
+        log(f"[{index}/{len(cases)}] {_describe(outcome)}")
+        if args.out:  # written after every case, so an interrupted run keeps what it measured
+            write_json(args.out, _document(args, results, load_start, started))
+    return _document(args, results, load_start, started)
+
+
+def _describe(outcome: Measurement) -> str:
+    case = outcome.case
+    head = f"{case['model']} {case['size']}px B={case['batch']} {case['approach']}"
+    if outcome.status != "ok":
+        return f"{head}: {outcome.status} ({outcome.reason})"
+    return (
+        f"{head}: {outcome.median_s * 1e3:.1f} ms (n={len(outcome.times_s)}), "
+        f"peak +{outcome.peak_bytes / 2**20:.0f} MiB"
+    )
+
+
+def _document(
+    args: argparse.Namespace,
+    results: list[Measurement],
+    load_start: tuple[float, float, float],
+    started: float,
+) -> dict[str, Any]:
+    threads = args.threads or len(os.sched_getaffinity(0))
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "device": args.device,
+        "cuda_device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "load_average_start": load_start,
+        "load_average_end": os.getloadavg(),
+    }
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        machine["transformers"] = transformers.__version__
+    settings = {key: value for key, value in vars(args).items() if key not in ("out",)}
+    document = {
+        "suite": "attnexplain speed",
+        "machine": machine,
+        "settings": settings,
+        "wall_s": time.perf_counter() - started,
+        "results": [asdict(result) for result in results],
+    }
+    document["ratios"] = ratios(document["results"])
+    document["targets"] = check_targets(document["ratios"])
+    return document
+
+
+def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per case: time and peak memory against the floor of the same model, size and batch."""
+    floors = {
+        _group(result): result
+        for result in results
+        if result["case"]["approach"] == "floor" and result["status"] == "ok"
+    }
+    rows = []
+    for result in results:
+        case, floor = result["case"], floors.get(_group(result))
+        row = {
+            "model": case["model"],
+            "size": case["size"],
+            "batch": case["batch"],
+            "approach": case["approach"],
+            "tokens": result["tokens"],
+            "status": result["status"],
+            "reason": result["reason"],
+        }
+        if result["status"] == "ok":
+            row["time_ms"] = result["median_s"] * 1e3
+            row["peak_mib"] = result["peak_bytes"] / 2**20
+            if floor is not None:
+                row["time_ratio"] = result["median_s"] / floor["median_s"]
+                row["extra_peak_mib"] = (result["peak_bytes"] - floor["peak_bytes"]) / 2**20
+                row["peak_ratio"] = result["peak_bytes"] / max(floor["peak_bytes"], 1)
+                total = result["peak_bytes"] + result["resident_bytes"]
+                row["total_peak_ratio"] = total / (floor["peak_bytes"] + floor["resident_bytes"])
+        rows.append(row)
+    return rows
+
+
+def _group(result: dict[str, Any]) -> tuple[str, int, int]:
+    case = result["case"]
+    return case["model"], case["size"], case["batch"]
+
+
+def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, judged per (model, size, batch) on the measured ratios.
+
+    - ``raw_cls``: time and peak memory within 1.05x the floor;
+    - ``rollout`` and ``mad``: time within 1.3x the floor up to 448 px, 2x above;
+    - ``rollout`` at >= 896 px: >= 3x faster than ``eager_rollout``, extra peak memory (over
+      the floor) no more than the ``L`` head-fused maps, ``L * B * N^2`` fp32 values.
+    """
+    by_key = {(r["model"], r["size"], r["batch"], r["approach"]): r for r in rows}
+    checks = []
+
+    def add(row: dict[str, Any], target: str, value: float, limit: float, higher: bool) -> None:
+        met = value >= limit if higher else value <= limit
+        checks.append(
+            {
+                "model": row["model"],
+                "size": row["size"],
+                "batch": row["batch"],
+                "approach": row["approach"],
+                "target": target,
+                "value": value,
+                "limit": limit,
+                "met": met,
+            }
+        )
+
+    for (model, size, batch, approach), row in by_key.items():
+        if "time_ratio" not in row:
+            continue
+        if approach == "raw_cls":
+            add(row, "time <= 1.05x floor", row["time_ratio"], 1.05, higher=False)
+            add(row, "peak <= 1.05x floor", row["peak_ratio"], 1.05, higher=False)
+        if approach in ("rollout", "mad"):
+            limit = 1.3 if size <= 448 else 2.0
+            add(row, f"time <= {limit:g}x floor", row["time_ratio"], limit, higher=False)
+        if approach == "rollout" and size >= 896:
+            layers = MODELS[model]["num_hidden_layers"]
+            fused_mib = layers * batch * row["tokens"] ** 2 * FP32 / 2**20
+            add(row, "extra peak <= L*B*N^2 fp32 (MiB)", row["extra_peak_mib"], fused_mib, False)
+            peer = by_key.get((model, size, batch, "eager_rollout"))
+            if peer is not None and "time_ms" in peer:
+                speedup = peer["time_ms"] / row["time_ms"]
+                add(row, "speed-up vs eager_rollout >= 3x", speedup, 3.0, higher=True)
+    return checks
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of the ratios (one line per case, skipped ones with their reason)."""
+    lines = [
+        "| model | px | B | N | approach | time (ms) | x floor | peak (MiB) | x floor "
+        "| extra vs floor (MiB) |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        head = (
+            f"| {row['model']} | {row['size']} | {row['batch']} | {row['tokens']} "
+            f"| {row['approach']} "
+        )
+        if row["status"] != "ok":
+            lines.append(head + f"| {row['status']}: {row['reason']} | | | | |")
+            continue
+        ratio = row.get("time_ratio")
+        peak_ratio = row.get("peak_ratio")
+        extra = row.get("extra_peak_mib")
+        lines.append(
+            head
+            + f"| {row['time_ms']:.1f} | {_fmt(ratio, 'x')} | {row['peak_mib']:.0f} "
+            + f"| {_fmt(peak_ratio, 'x')} | {_fmt(extra, '')} |"
+        )
+    return "\n".join(lines)
+
+
+def format_targets(checks: list[dict[str, Any]]) -> str:
+    """A Markdown table of the targets, one line per check."""
+    lines = [
+        "| model | px | B | approach | target | measured | met |",
+        "|---|---:|---:|---|---|---:|---|",
+    ]
+    for check in checks:
+        lines.append(
+            f"| {check['model']} | {check['size']} | {check['batch']} | {check['approach']} "
+            f"| {check['target']} | {check['value']:.2f} | {'yes' if check['met'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, suffix: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.2f}{suffix}" if suffix else f"{value:+.0f}"
+
+
+def write_json(path: str | Path, document: dict[str, Any]) -> None:
+    """Write ``document`` as indented JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(document, indent=2))
+    temporary.replace(path)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=None)
+    parser.add_argument("--sizes", nargs="+", type=int, default=None, help="input sides in px")
+    parser.add_argument("--batches", nargs="+", type=int, default=None)
+    parser.add_argument("--approaches", nargs="+", choices=APPROACHES, default=list(APPROACHES))
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls after the warm-up")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="fewer timed calls (at least 1) when the warm-up shows they would take longer",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
+    parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")
+    parser.add_argument("--memory-budget-gb", type=float, default=12.0)
+    parser.add_argument("--case-timeout-s", type=float, default=900.0)
+    parser.add_argument("--out", default=None, help="write the raw results as JSON here")
+    parser.add_argument(
+        "--quick", action="store_true", help="ViT-S at 224 and 448 px, batch 1 (a few minutes)"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no child processes (debugging only: peak memory is then not per case)",
+    )
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else {
+        "models": DEFAULT_MODELS, "sizes": DEFAULT_SIZES, "batches": DEFAULT_BATCHES
+    }  # fmt: skip
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, list(value))
+    if "floor" not in args.approaches:
+        args.approaches = ["floor", *args.approaches]
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if any(size % PATCH for size in args.sizes):
+        parser.error(f"--sizes must be multiples of the patch size {PATCH}, got {args.sizes}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the suite from the command line; returns the JSON document."""
+    args = parse_args(argv)
+    document = run_suite(args)
+    print()
+    print(format_table(document["ratios"]))
+    if document["targets"]:
+        print()
+        print(format_targets(document["targets"]))
+    machine = document["machine"]
+    print(
+        f"\n{machine['threads']} threads on {machine['device']}, torch {machine['torch']}, "
+        f"load average {machine['load_average_start'][0]:.2f} -> "
+        f"{machine['load_average_end'][0]:.2f}, {document['wall_s']:.0f} s"
+    )
+    if args.out:
+        write_json(args.out, document)
+        print(f"results written to {args.out}")
+    return document
+
+
+if __name__ == "__main__":
+    main()
