@@ -7,17 +7,27 @@ from attnexplain.capture import (
     UnsupportedModelError,
     resolve_adapter,
 )
-from attnexplain.methods import AttentionRollout, MeanAttentionDistance, RawCLSAttention
+from attnexplain.methods import (
+    AttentionRollout,
+    GradCAM,
+    GradientWeightedRollout,
+    MeanAttentionDistance,
+    RawCLSAttention,
+    forward_function,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttentionRollout",
     "CustomAdapter",
+    "GradCAM",
+    "GradientWeightedRollout",
     "MeanAttentionDistance",
     "ModelAdapter",
     "RawCLSAttention",
     "TokenLayout",
     "UnsupportedModelError",
+    "forward_function",
     "resolve_adapter",
 ]

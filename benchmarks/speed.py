@@ -14,14 +14,16 @@ call) and its peak memory measured, each (model, size, batch, approach) in a fre
   defaults, maps left on the patch grid (``upsample=False``);
 - ``gradcam``: ``attnexplain.methods.gradcam.GradCAM`` when that module is importable.
 
-Peak memory, CPU: the child builds the model, the method and the input, makes the warm-up call,
-returns freed heap to the OS (``malloc_trim``), reads its resident set size (``VmRSS``), resets the
-kernel's high-water mark (``echo 5 > /proc/self/clear_refs``) and after the timed calls reads the
-high-water mark (``VmHWM``): ``peak = VmHWM - VmRSS`` is the memory the call needs on top of the
-resident model and input. (tracemalloc does not see torch's CPU allocations.) Where the
-high-water mark cannot be reset, ``ru_maxrss`` minus the RSS before the warm-up is used instead and
-the result says so. CUDA: ``torch.cuda.max_memory_allocated`` after
-``torch.cuda.reset_peak_memory_stats``, minus ``torch.cuda.memory_allocated`` before the calls.
+Timing: ``time.perf_counter`` around each call (CUDA synchronised), median of the timed calls; a
+first call longer than ``--single-call-s`` is timed alone (no warm-up), to bound the run time.
+
+Peak memory (see :class:`PeakMemory`), CPU: after the warm-up the child returns freed heap to the
+OS (``malloc_trim``), reads its resident set size (``VmRSS``) and resets the kernel's high-water
+mark (``echo 5 > /proc/self/clear_refs``); after the timed calls it reads the high-water mark
+(``VmHWM``). ``peak = VmHWM - VmRSS`` is the memory the call needs on top of the resident model,
+input and libraries (tracemalloc does not see torch's CPU allocations). CUDA:
+``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` minus
+``torch.cuda.memory_allocated``.
 
 Configurations whose estimated memory (e.g. the eager attentions, ``L * B * heads * N^2`` fp32) is
 above ``--memory-budget-gb`` are skipped and reported as such.
@@ -101,6 +103,7 @@ class Case:
     threads: int
     repeats: int
     max_seconds: float
+    single_call_s: float
     seed: int = 0
 
 
@@ -289,11 +292,53 @@ def _timed(
     return elapsed
 
 
+class PeakMemory:
+    """Peak memory a call needs above what is resident when :meth:`start` is called.
+
+    CPU (Linux): freed heap is returned to the OS (``malloc_trim``), ``VmRSS`` read and the
+    kernel's high-water mark reset (``clear_refs``); :meth:`read` gives ``VmHWM - VmRSS``. Where
+    the mark cannot be reset, ``ru_maxrss`` (the process's lifetime peak) is used instead. CUDA:
+    ``max_memory_allocated`` since ``reset_peak_memory_stats`` minus ``memory_allocated``.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.resident = 0
+        self.method = ""
+
+    def start(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()
+            self.resident = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.method = "cuda: max_memory_allocated - memory_allocated"
+            return
+        _trim_heap()
+        self.resident = (_proc_status_kib("VmRSS") or 0) * 1024
+        if _reset_rss_peak():
+            self.method = "cpu: VmHWM - VmRSS (malloc_trim, clear_refs reset)"
+        else:
+            self.method = "cpu: ru_maxrss - VmRSS (lifetime peak, not reset)"
+
+    def read(self) -> int:
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device)
+        elif "VmHWM" in self.method:
+            peak = (_proc_status_kib("VmHWM") or 0) * 1024
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return max(0, peak - self.resident)
+
+
 def measure(case: Case) -> Measurement:
     """Time and measure one case in the current process (called in a fresh child).
 
-    One warm-up call, then ``case.repeats`` timed calls, fewer when the warm-up shows they
-    would take more than ``case.max_seconds`` (at least one).
+    One warm-up call, then ``case.repeats`` timed calls, fewer (at least one) when the warm-up
+    shows they would take more than ``case.max_seconds``. A first call longer than
+    ``case.single_call_s`` is the only one: the one-time costs a warm-up absorbs (thread pool,
+    kernel selection) are milliseconds, and a second call would double the run time.
     """
     torch.set_num_threads(case.threads)
     device = torch.device(case.device)
@@ -301,38 +346,22 @@ def measure(case: Case) -> Measurement:
     generator = torch.Generator().manual_seed(case.seed + 1)
     inputs = torch.randn(case.batch, 3, case.size, case.size, generator=generator).to(device)
     result = Measurement(case=asdict(case), status="ok", tokens=num_tokens(case.size))
-    gc.collect()
 
-    rss_before_warmup = _proc_status_kib("VmRSS")
-    result.warmup_s = _timed(call, inputs, device)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        resident = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        result.memory_method = "cuda max_memory_allocated - memory_allocated"
+    memory = PeakMemory(device)
+    memory.start()
+    first = _timed(call, inputs, device)
+    if first > case.single_call_s:
+        result.times_s = [first]
+        result.reason = f"one call of {first:.1f} s > {case.single_call_s:g} s: no warm-up"
     else:
-        _trim_heap()
-        resident_kib = _proc_status_kib("VmRSS")
-        if resident_kib is not None and _reset_rss_peak():
-            resident = resident_kib * 1024
-            result.memory_method = "VmHWM - VmRSS after warm-up, malloc_trim and clear_refs"
-        else:  # no resettable high-water mark: fall back to ru_maxrss, warm-up included
-            resident = (rss_before_warmup or 0) * 1024
-            result.memory_method = "ru_maxrss - VmRSS before warm-up (includes the warm-up)"
-
-    repeats = max(1, min(case.repeats, int(case.max_seconds / max(result.warmup_s, 1e-9))))
-    result.times_s = [_timed(call, inputs, device) for _ in range(repeats)]
+        result.warmup_s = first
+        memory.start()
+        repeats = max(1, min(case.repeats, int(case.max_seconds / max(first, 1e-9))))
+        result.times_s = [_timed(call, inputs, device) for _ in range(repeats)]
+    result.peak_bytes = memory.read()
+    result.resident_bytes = memory.resident
+    result.memory_method = memory.method
     result.median_s = statistics.median(result.times_s)
-
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device)
-    elif result.memory_method.startswith("VmHWM"):
-        peak = (_proc_status_kib("VmHWM") or 0) * 1024
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    result.resident_bytes = resident
-    result.peak_bytes = max(0, peak - resident)
     return result
 
 
@@ -389,7 +418,17 @@ def plan(args: argparse.Namespace) -> list[Case]:
     """Every case of the grid, in the order they run (the floor first in each group)."""
     threads = args.threads or len(os.sched_getaffinity(0))
     return [
-        Case(model, size, batch, approach, args.device, threads, args.repeats, args.max_seconds)
+        Case(
+            model,
+            size,
+            batch,
+            approach,
+            args.device,
+            threads,
+            args.repeats,
+            args.max_seconds,
+            args.single_call_s,
+        )
         for model in args.models
         for size in args.sizes
         for batch in args.batches
@@ -629,6 +668,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=20.0,
         help="fewer timed calls (at least 1) when the warm-up shows they would take longer",
+    )
+    parser.add_argument(
+        "--single-call-s",
+        type=float,
+        default=10.0,
+        help="a first call longer than this is timed alone, without warm-up",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")

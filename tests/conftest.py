@@ -20,7 +20,8 @@ from torch import nn
 
 from tests.models.dino_vit import DinoViT
 
-torch.set_num_threads(2)
+# One thread: tiny models gain nothing from more, and pytest-xdist already runs a worker per core.
+torch.set_num_threads(1)
 
 IMAGE = 32
 PATCH = 8
@@ -181,13 +182,36 @@ def _skip_if_missing(name: str) -> None:
         pytest.importorskip("torchvision", reason="torchvision extra not installed")
 
 
+NO_CLS_FAMILIES = {"timm_no_class_token"}
+FIXED_SIZE_FAMILIES = {"torchvision"}  # its position embedding cannot be resized
+
+
+def shared_family(name: str) -> Family:
+    """The family's model, built once per session (tests must not mutate it)."""
+    _skip_if_missing(name)
+    if name not in _CACHE:
+        _CACHE[name] = build_family(name)
+    return _CACHE[name]
+
+
+def family_cases(
+    sizes: list[tuple[int, int]], *, needs_cls: bool = False
+) -> list[tuple[str, tuple[int, int]]]:
+    """(family, input size) pairs a method applies to: CLS methods skip models without CLS, and
+    fixed-size models run at their own size only (both refusals are tested in test_errors)."""
+    return [
+        (name, size)
+        for name in ALL_FAMILIES
+        if not (needs_cls and name in NO_CLS_FAMILIES)
+        for size in sizes
+        if name not in FIXED_SIZE_FAMILIES or size == (IMAGE, IMAGE)
+    ]
+
+
 @pytest.fixture(params=ALL_FAMILIES)
 def family(request: pytest.FixtureRequest) -> Family:
-    """Every family; the model is shared across tests of a session (tests must not mutate it)."""
-    _skip_if_missing(request.param)
-    if request.param not in _CACHE:
-        _CACHE[request.param] = build_family(request.param)
-    return _CACHE[request.param]
+    """Every family (shared model)."""
+    return shared_family(request.param)
 
 
 @pytest.fixture

@@ -234,7 +234,9 @@ def parse_methods(names: str | Sequence[str]) -> list[str]:
         raise ValueError(f"no method given; choose from {', '.join(METHODS)}")
     unknown = [n for n in names if n not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}"
+        )
     return list(dict.fromkeys([*names, *BASELINES]))
 
 

@@ -26,9 +26,11 @@ target and no faithfulness metrics.
 
 **Resume.** Rows already in the output folder are skipped by key; a truncated last line is
 dropped. **Sharding.** Under ``torchrun`` (``WORLD_SIZE > 1``) the runner joins a ``gloo``
-process group, rank ``r`` scores the images with ``index % world_size == r`` into its own file,
-and after a barrier rank 0 merges all rows into ``results.jsonl`` sorted by (index, method), so
-the merged rows, and every statistic of them, equal a single-process run's.
+process group; the images are cut into fixed batches of ``batch_size`` and rank ``r`` scores
+batches ``r, r + world_size, ...`` into its own file; after a barrier rank 0 merges all rows
+into ``results.jsonl`` sorted by (index, method). Each model call sees the same images as in a
+single-process run, so the merged rows, and every statistic of them, are bit-identical to a
+single-process run's with the same thread count (torchrun sets ``OMP_NUM_THREADS=1``).
 """
 
 from __future__ import annotations
@@ -238,6 +240,24 @@ def _model_images(samples: Sequence[Any], size: int) -> torch.Tensor:
     return torch.cat(images).clamp(0.0, 1.0)
 
 
+def has_classification_head(model: nn.Module, image_size: int) -> bool:
+    """Whether ``model`` returns class logits, tried on one blank ``image_size`` input.
+
+    Raises:
+        UnsupportedModelError: if the model's attention cannot be read.
+    """
+    adapter = resolve_adapter(model)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    probe = torch.zeros(1, adapter.in_channels, image_size, image_size, device=device)
+    try:
+        with torch.no_grad():
+            adapter.logits_forward(probe)
+    except UnsupportedModelError:
+        return False
+    return True
+
+
 class _Session:
     """One process's share of a run: built once, then fed batch by batch."""
 
@@ -255,7 +275,7 @@ class _Session:
         self.size = preprocess.image_size
         parameter = next(model.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")
-        self.has_head = self._probe_head()
+        self.has_head = has_classification_head(model, self.size)
         self.methods = parse_methods(config.methods)
         headless = [m for m in self.methods if METHODS[m].needs_head and not self.has_head]
         if headless:
@@ -286,15 +306,6 @@ class _Session:
             for n in self.metrics
             if n in FAITHFULNESS_METRICS
         }
-
-    def _probe_head(self) -> bool:
-        probe = torch.zeros(1, self.adapter.in_channels, self.size, self.size, device=self.device)
-        try:
-            with torch.no_grad():
-                self.adapter.logits_forward(probe)
-        except UnsupportedModelError:
-            return False
-        return True
 
     def fingerprint(self) -> dict[str, Any]:
         """Settings a resumed run must share with the rows already written."""
@@ -337,22 +348,24 @@ class _Session:
         truths = [self._truth(s) for s in samples]
         rows: list[Row] = []
         for name in self.methods:
-            todo = [j for j, image_id in enumerate(ids) if (image_id, name) not in done]
+            todo = {j for j, image_id in enumerate(ids) if (image_id, name) not in done}
             if not todo:
                 continue
-            sub_target = None if target is None else target[todo]
+            # The whole batch is scored even when a torn write left only some rows missing: the
+            # model then sees the same batch as in an uninterrupted run, to the last bit.
             method_rows = self._score_method(
-                name, images[todo], inputs[todo], sub_target, [truths[j] for j in todo],
-                [ids[j] for j in todo], examples_dir, [indices[j] for j in todo],
-            )  # fmt: skip
-            for j, row in zip(todo, method_rows):
+                name, images, inputs, target, truths, ids, examples_dir, indices
+            )
+            for j, row in enumerate(method_rows):
+                if j not in todo:
+                    continue
                 row.update(
                     index=int(indices[j]),
                     label=int(samples[j].label),
                     target=None if target is None else int(target[j]),
                     predicted=None if predicted is None else int(predicted[j]),
                 )
-            rows.extend(method_rows)
+                rows.append(row)
         return rows
 
     def _truth(self, sample: Any) -> _Truth:
@@ -576,21 +589,29 @@ def _score_shard(
     world: int,
     after_batch: Callable[[int], None] | None,
 ) -> int:
-    """Score this rank's images (``index % world == rank``) not yet done; rows written."""
+    """Score this rank's batches not yet done; returns the number of rows written.
+
+    The dataset is cut into fixed batches ``[b * B, (b + 1) * B)`` and rank ``r`` takes the
+    batches with ``b % world == r``. Every model call therefore sees the same images as in a
+    single-process run (float kernels may round differently for other batch shapes), so
+    sharded and single-process rows agree bit for bit at equal thread counts.
+    """
     existing = read_rows(result_files(out))
     done = {row_key(row) for row in existing}
     methods_done: dict[int, set[str]] = {}
     for row in existing:
         methods_done.setdefault(int(row["index"]), set()).add(row["method"])
     wanted = set(session.methods)
-    pending = [
-        i for i in range(rank, total, world) if not wanted <= methods_done.get(i, set())
-    ]
+    size = session.config.batch_size
+    batches = []
+    for start in range(rank * size, total, world * size):
+        batch = list(range(start, min(start + size, total)))
+        if any(not wanted <= methods_done.get(i, set()) for i in batch):
+            batches.append(batch)
     path = out / RESULTS_FILE if world == 1 else rank_file(out, rank)
-    batch_size = session.config.batch_size
     written = 0
     bar = tqdm(
-        total=len(pending),
+        total=sum(len(batch) for batch in batches),
         desc="benchmark" if world == 1 else f"benchmark[rank {rank}]",
         unit="img",
         file=sys.stderr,
@@ -598,8 +619,7 @@ def _score_shard(
         position=rank,
     )
     with RowWriter(path) as writer, bar:
-        for number, start in enumerate(range(0, len(pending), batch_size)):
-            indices = pending[start : start + batch_size]
+        for number, indices in enumerate(batches):
             rows = session.score_batch(indices, done, out / EXAMPLES_DIR)
             writer.write_batch(rows)
             done.update(row_key(row) for row in rows)

@@ -22,6 +22,11 @@ CHUNK_BYTES = 32 * 2**20
 Consume = Callable[[torch.Tensor, int], None]
 
 
+def full_precision(device: torch.device) -> torch.autocast:
+    """A region where autocast is off, so fp32 tensors stay fp32 (scores, softmax, reductions)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def _additive_mask(attn_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     if attn_mask is None:
         return None
@@ -75,6 +80,26 @@ def probed_attention(
     Returns:
         ``(B, heads, N, dv)`` attention output in ``query``'s dtype.
     """
+    with full_precision(query.device):
+        return _probed_attention(
+            query, key, value, rows=rows, consume=consume, cls_index=cls_index,
+            attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, requires_grad=requires_grad,
+        )  # fmt: skip
+
+
+def _probed_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    rows: Rows,
+    consume: Consume,
+    cls_index: int | None,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float,
+    scale: float | None,
+    requires_grad: bool,
+) -> torch.Tensor:
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     mask = _additive_mask(attn_mask, torch.float32)
     num_queries = query.shape[2]

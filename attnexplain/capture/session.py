@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from attnexplain.capture.adapters import ModelAdapter
 from attnexplain.capture.errors import UnsupportedModelError
-from attnexplain.capture.kernel import probed_attention
+from attnexplain.capture.kernel import full_precision, probed_attention
 from attnexplain.capture.layout import TokenLayout
 from attnexplain.capture.probes import AttentionProbe, Rows
 
@@ -128,13 +128,12 @@ class _ForwardState:
             ):
                 layout = self.layout_for(item.shape[0], item.shape[-1])
                 probs = item.float()
-                if rows is Rows.CLS:
-                    cls = layout.cls_index
-                    if cls is None:
-                        return
-                    self.probe.consume(layer, probs[:, :, cls : cls + 1], cls, layout)
-                else:
-                    self.probe.consume(layer, probs, 0, layout)
+                with full_precision(probs.device):
+                    if rows is Rows.CLS and layout.cls_index is not None:
+                        cls = layout.cls_index
+                        self.probe.consume(layer, probs[:, :, cls : cls + 1], cls, layout)
+                    elif rows is Rows.ALL:
+                        self.probe.consume(layer, probs, 0, layout)
                 self.delivered.add(layer)
                 return
         raise UnsupportedModelError(

@@ -1,14 +1,20 @@
 """Attribution methods: small classes over one Captum-compatible base."""
 
+from attnexplain.methods._gradients import forward_function
 from attnexplain.methods.base import MapAttribution, ViTAttribution
 from attnexplain.methods.distance import MeanAttentionDistance
+from attnexplain.methods.gradcam import GradCAM
+from attnexplain.methods.gradient_rollout import GradientWeightedRollout
 from attnexplain.methods.raw import RawCLSAttention
 from attnexplain.methods.rollout import AttentionRollout
 
 __all__ = [
     "AttentionRollout",
+    "GradCAM",
+    "GradientWeightedRollout",
     "MapAttribution",
     "MeanAttentionDistance",
     "RawCLSAttention",
     "ViTAttribution",
+    "forward_function",
 ]

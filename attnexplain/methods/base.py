@@ -19,6 +19,7 @@ from captum.attr import Attribution
 from torch import nn
 
 from attnexplain.capture import ModelAdapter, TokenLayout, resolve_adapter
+from attnexplain.capture.kernel import full_precision
 
 Interpolation = Literal["bilinear", "nearest", "bicubic"]
 Target = int | Sequence[int] | torch.Tensor | None
@@ -204,6 +205,8 @@ class MapAttribution(ViTAttribution):
             UnsupportedModelError: when the model's attention cannot be read.
         """
         maps, layout = self.patch_maps(self.validate_inputs(inputs), target)
-        if upsample:
-            maps = upsample_to_input(maps, layout, self.interpolation)
+        with full_precision(maps.device):
+            maps = maps.float()
+            if upsample:
+                maps = upsample_to_input(maps, layout, self.interpolation)
         return (maps,) if isinstance(inputs, tuple) else maps

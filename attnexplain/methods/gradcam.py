@@ -10,13 +10,11 @@ from torch import nn
 
 from attnexplain.capture import (
     CLSRowProbe,
-    FullAttentionProbe,
     ModelAdapter,
     TokenLayout,
     UnsupportedModelError,
     capture_attention,
 )
-from attnexplain.capture.probes import AttentionProbe
 from attnexplain.methods._gradients import explaining, gradients, target_score
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
@@ -94,18 +92,6 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
     )
 
 
-def _layout_probe(adapter: ModelAdapter) -> AttentionProbe:
-    """The cheapest probe that lets the capture read the token layout.
-
-    The capture applies the family's temporary switches (e.g. timm's dynamic input size) and
-    reads the layout from the attention; one CLS row leaves the model's own kernel computing
-    the output. Without a CLS token a custom model's returned attention must be taken whole.
-    """
-    if adapter.cls_index() is not None:
-        return CLSRowProbe(-1)
-    return FullAttentionProbe(layers=[-1])
-
-
 def _first_tensor(output: Any) -> Any:
     """A module's output tensor: the first element of a tuple output (HF layers)."""
     return output[0] if isinstance(output, tuple | list) and output else output
@@ -178,7 +164,10 @@ class GradCAM(MapAttribution):
         with explaining(self.model, inputs) as x:
             handle = self.layer.register_forward_hook(lambda _m, _a, out: outputs.append(out))
             try:
-                result = capture_attention(self.adapter, _layout_probe(self.adapter), x)
+                # The capture applies the family's temporary switches (e.g. timm's dynamic input
+                # size) and reads the token layout; asking for one CLS row leaves every layer's
+                # output to the model's own kernel (nothing is computed without a CLS token).
+                result = capture_attention(self.adapter, CLSRowProbe(-1), x)
             finally:
                 handle.remove()
             score = target_score(self, self.adapter.logits(result.output), target)
@@ -200,7 +189,11 @@ class GradCAM(MapAttribution):
         tokens = _first_tensor(outputs[0])
         shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         expected = (batch, layout.num_tokens)
-        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3 or tokens.shape[:2] != expected:
+        if (
+            not isinstance(tokens, torch.Tensor)
+            or tokens.dim() != 3
+            or tokens.shape[:2] != expected
+        ):
             raise ValueError(
                 f"layer {self.layer_name!r} outputs {shape}; Grad-CAM needs token activations "
                 f"(B, N, D) = ({batch}, {layout.num_tokens}, D) with N = "

@@ -47,7 +47,8 @@ class GradientWeightedRollout(MapAttribution):
         TypeError, ValueError: for a bad ``start_layer``; at ``attribute``, for invalid targets.
         UnsupportedModelError: for a model without a CLS token; at ``attribute``, for a model
             without a classification head or whose attention is read as a copy outside the
-            autograd graph.
+            autograd graph (currently torchvision's ``nn.MultiheadAttention``, whose returned
+            weights the output is not computed from).
 
     Example:
         >>> maps = GradientWeightedRollout(model).attribute(x, target=[1, 3])  # doctest: +SKIP

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, capture_attention
+from attnexplain.capture.kernel import full_precision
 from attnexplain.capture.probes import HeadFusion
 from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
@@ -109,10 +110,11 @@ class AttentionRollout(MapAttribution):
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
         matrices, layout = self._layer_matrices(inputs)
-        row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
-        row[..., self.cls_index] = 1.0
-        for matrix in reversed(matrices):
-            row = torch.bmm(row, matrix)
+        with full_precision(inputs.device):
+            row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
+            row[..., self.cls_index] = 1.0
+            for matrix in reversed(matrices):
+                row = torch.bmm(row, matrix)
         return patch_tokens_to_grid(row, layout), layout
 
     def joint_attention(self, inputs: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
@@ -124,8 +126,10 @@ class AttentionRollout(MapAttribution):
         Returns:
             ``(B, N, N)`` joint attention over all tokens (prefix first) and the layout.
         """
-        matrices, layout = self._layer_matrices(self.validate_inputs(inputs))
+        inputs = self.validate_inputs(inputs)
+        matrices, layout = self._layer_matrices(inputs)
         joint = matrices[0]
-        for matrix in matrices[1:]:
-            joint = torch.bmm(matrix, joint)
+        with full_precision(inputs.device):
+            for matrix in matrices[1:]:
+                joint = torch.bmm(matrix, joint)
         return joint, layout

@@ -51,3 +51,17 @@ def save_tiny_model(folder: Path, head: bool = True) -> Path:
     )
     processor.save_pretrained(folder)
     return folder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """Rows without what legitimately differs between two runs (timings)."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]

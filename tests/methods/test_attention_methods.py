@@ -7,7 +7,7 @@ import torch
 
 from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
 from tests import reference
-from tests.conftest import PATCH
+from tests.conftest import PATCH, family_cases, shared_family
 
 SIZES = [(32, 32), (32, 48)]
 
@@ -16,17 +16,12 @@ def _inputs(size: tuple[int, int], batch: int = 2, seed: int = 1) -> torch.Tenso
     return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
 
 
-def _runs_at(family, size) -> bool:
-    return size == (32, 32) or family.name != "torchvision"
-
-
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(("name", "size"), family_cases(SIZES, needs_cls=True))
 @pytest.mark.parametrize(
     ("layer", "head_fusion"), [(-1, "mean"), (-1, None), (0, "max"), (1, "min")]
 )
-def test_raw_cls_matches_reference(family, size, head_fusion, layer):
-    if not family.has_cls or not _runs_at(family, size):
-        pytest.skip("no CLS token / fixed input size: covered by the error tests")
+def test_raw_cls_matches_reference(name, size, head_fusion, layer):
+    family = shared_family(name)
     x = _inputs(size)
     grid = (size[0] // PATCH, size[1] // PATCH)
     expected = reference.raw_cls(
@@ -38,14 +33,13 @@ def test_raw_cls_matches_reference(family, size, head_fusion, layer):
     assert method.attribute(x).shape == (2, expected.shape[1], *size)
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(("name", "size"), family_cases(SIZES, needs_cls=True))
 @pytest.mark.parametrize(
     ("head_fusion", "discard_ratio", "start_layer"),
     [("mean", 0.0, 0), ("max", 0.0, 0), ("min", 0.0, 0), ("mean", 0.5, 0), ("max", 0.9, 1)],
 )
-def test_rollout_matches_reference(family, size, head_fusion, discard_ratio, start_layer):
-    if not family.has_cls or not _runs_at(family, size):
-        pytest.skip("no CLS token / fixed input size: covered by the error tests")
+def test_rollout_matches_reference(name, size, head_fusion, discard_ratio, start_layer):
+    family = shared_family(name)
     x = _inputs(size)
     grid = (size[0] // PATCH, size[1] // PATCH)
     expected = reference.rollout(
@@ -59,11 +53,10 @@ def test_rollout_matches_reference(family, size, head_fusion, discard_ratio, sta
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize(("name", "size"), family_cases(SIZES))
 @pytest.mark.parametrize("renormalize", [False, True])
-def test_mean_attention_distance_matches_reference(family, size, renormalize):
-    if not _runs_at(family, size):
-        pytest.skip("fixed input size: covered by the error tests")
+def test_mean_attention_distance_matches_reference(name, size, renormalize):
+    family = shared_family(name)
     x = _inputs(size)
     grid = (size[0] // PATCH, size[1] // PATCH)
     expected = reference.mean_attention_distance(
@@ -74,9 +67,9 @@ def test_mean_attention_distance_matches_reference(family, size, renormalize):
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_rollout_joint_attention_cls_row_equals_map(family):
-    if not family.has_cls:
-        pytest.skip("no CLS token")
+@pytest.mark.parametrize(("name", "size"), family_cases([(32, 32)], needs_cls=True))
+def test_rollout_joint_attention_cls_row_equals_map(name, size):
+    family = shared_family(name)
     x = _inputs((32, 32))
     method = AttentionRollout(family.model, discard_ratio=0.3)
     joint, layout = method.joint_attention(x)
@@ -85,19 +78,20 @@ def test_rollout_joint_attention_cls_row_equals_map(family):
     torch.testing.assert_close(row, method.attribute(x, upsample=False), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize(
-    ("method_factory", "needs_cls"),
-    [
-        (lambda m: RawCLSAttention(m, head_fusion=None), True),
-        (lambda m: AttentionRollout(m, discard_ratio=0.5), True),
-        (lambda m: MeanAttentionDistance(m), False),
-    ],
-    ids=["raw", "rollout", "mad"],
-)
-def test_batch_equals_single_calls(family, method_factory, needs_cls):
-    if needs_cls and not family.has_cls:
-        pytest.skip("no CLS token")
-    method = method_factory(family.model)
+BATCH_CASES = [
+    pytest.param(name, factory, id=f"{name}-{method}")
+    for method, factory, needs_cls in [
+        ("raw", lambda m: RawCLSAttention(m, head_fusion=None), True),
+        ("rollout", lambda m: AttentionRollout(m, discard_ratio=0.5), True),
+        ("mad", lambda m: MeanAttentionDistance(m), False),
+    ]
+    for name, _ in family_cases([(32, 32)], needs_cls=needs_cls)
+]
+
+
+@pytest.mark.parametrize(("name", "method_factory"), BATCH_CASES)
+def test_batch_equals_single_calls(name, method_factory):
+    method = method_factory(shared_family(name).model)
     x = _inputs((32, 32))
     batched = method.attribute(x)
     singles = torch.cat([method.attribute(x[i : i + 1]) for i in range(2)])

@@ -152,6 +152,33 @@ def test_gradcam_matches_reference_on_a_non_square_input(family):
     assert GradCAM(family.model).attribute(x, target=0).shape == (2, 1, 32, 48)
 
 
+def test_gradcam_on_a_dinov2_classifier_pooling_patch_tokens():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.Dinov2Config(
+        image_size=32, patch_size=PATCH, hidden_size=32, num_hidden_layers=3,
+        num_attention_heads=4, intermediate_size=64, num_labels=CLASSES,
+    )  # fmt: skip
+    model = tf.Dinov2ForImageClassification(config).eval()
+    method = GradCAM(model)
+    assert method.layer_name == "dinov2.encoder.layer.2.norm1"
+    x = _inputs()
+    for targets in ([0, 1], [2, 3]):
+        expected = reference_gradcam(model, method.layer_name, x, targets, 1, (4, 4))
+        got = method.attribute(x, target=targets, upsample=False)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-9)
+        assert (expected > 0).any()
+
+
+@pytest.mark.parametrize("family", ["timm"], indirect=True)
+def test_gradcam_runs_timm_at_another_input_size(family):
+    # timm needs the adapter's temporary dynamic_img_size switch, which the capture applies.
+    maps = GradCAM(family.model).attribute(_inputs((32, 48)), target=[0, 3], upsample=False)
+    assert maps.shape == (2, 1, 4, 6) and torch.isfinite(maps).all() and maps.sum() > 0
+    assert not family.model.dynamic_img_size
+
+
 @pytest.mark.parametrize(
     "family", ["hf_vit", "hf_deit_distilled", "timm", "timm_registers", "dino_custom"],
     indirect=True,
@@ -183,23 +210,22 @@ def test_per_sample_targets_equal_single_calls(fresh_family, method, name):
     x = _inputs()
     batched = explainer.attribute(x, target=[1, 3])
     singles = torch.cat([explainer.attribute(x[:1], target=1), explainer.attribute(x[1:], 3)])
-    torch.testing.assert_close(batched, singles, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(batched, singles, rtol=1e-4, atol=1e-8)
     same_target = explainer.attribute(x, target=torch.tensor([1, 1]))
     assert not torch.allclose(batched[1], same_target[1])  # the second sample's target is used
     assert batched.abs().sum() > 0
 
 
-@pytest.mark.parametrize("family", ["hf_vit"], indirect=True)
+@pytest.mark.parametrize("family", ["dino_custom"], indirect=True)
 @pytest.mark.parametrize("method", METHODS)
 def test_none_target_is_the_predicted_class(family, method):
-    hf_vit = family.model
     x = _inputs()
     with torch.no_grad():
-        predicted = _logits(hf_vit, x).argmax(dim=-1)
-    explainer = method(hf_vit)
-    torch.testing.assert_close(
-        explainer.attribute(x), explainer.attribute(x, target=predicted), rtol=0, atol=0
-    )
+        predicted = _logits(family.model, x).argmax(dim=-1)
+    explainer = method(family.model)
+    by_default = explainer.attribute(x)
+    torch.testing.assert_close(by_default, explainer.attribute(x, target=predicted), rtol=0, atol=0)
+    assert by_default.sum() > 0
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -329,7 +355,9 @@ def test_gradcam_layer_by_name_or_module(fresh_family):
     x = _inputs()
     by_default = GradCAM(model).attribute(x, target=0)
     torch.testing.assert_close(GradCAM(model, layer="blocks.2.norm1").attribute(x, 0), by_default)
-    torch.testing.assert_close(GradCAM(model, layer=model.blocks[2].norm1).attribute(x, 0), by_default)
+    torch.testing.assert_close(
+        GradCAM(model, layer=model.blocks[2].norm1).attribute(x, 0), by_default
+    )
     earlier = GradCAM(model, layer="blocks.1.norm1")
     assert earlier.layer_name == "blocks.1.norm1"
     torch.testing.assert_close(
@@ -342,7 +370,7 @@ def test_gradcam_layer_by_name_or_module(fresh_family):
 
 def test_gradcam_bad_layers_are_refused(fresh_family):
     model = fresh_family("timm").model
-    with pytest.raises(ValueError, match=r"did you mean 'blocks.2.norm1'.*named_modules"):
+    with pytest.raises(ValueError, match=r"did you mean .*blocks.2.norm1.*named_modules"):
         GradCAM(model, layer="blocks.2.norm")
     with pytest.raises(ValueError, match="is not a submodule of VisionTransformer"):
         GradCAM(model, layer=torch.nn.LayerNorm(32))

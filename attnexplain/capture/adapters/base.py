@@ -136,7 +136,9 @@ class ModelAdapter:
         Raises:
             UnsupportedModelError: when the model has no classification head.
         """
-        return self.logits(self.forward(inputs))
+        with ExitStack() as stack:
+            self.enter(stack, inputs)  # e.g. timm's dynamic input size
+            return self.logits(self.forward(inputs))
 
     def logits(self, output: Any) -> torch.Tensor:
         """Class logits ``(B, classes)`` from the model's output.

@@ -1,0 +1,152 @@
+"""Draw the documentation's figures from the embedded model and images (offline, ~30 s on CPU).
+
+    python scripts/make_doc_figures.py [--out docs/figures]
+
+Writes, with :mod:`attnexplain.viz` only:
+
+- ``head_grid.png``: raw CLS attention of the last layer, per head, for two test images;
+- ``dino_masks.png``: DINO's 60 %-mass masks of every head, and of the head mean;
+- ``rollout_vs_raw.png``: the ground-truth mask next to raw attention, rollout and (when the
+  gradient methods are installed) Grad-CAM and gradient-weighted rollout, for three images;
+- ``mean_attention_distance.png``: the mean attention distance of every layer and head.
+
+Every PNG is re-encoded with a 256-colour palette and checked against a size budget, so the
+repository stays small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
+from attnexplain.viz import (
+    compare_overlays,
+    head_grid,
+    mad_plot,
+    mass_threshold_overlay,
+    save_figure,
+)
+from attnexplain.zoo import default_samples, load_default
+
+#: Upper bound on each PNG, in bytes.
+MAX_BYTES = 300_000
+DPI = 100
+#: Test images shown: one per class among the first samples, chosen for a readable variety.
+SHOWN = (0, 1, 2)
+
+
+def _shrink(path: Path) -> None:
+    """Re-encode a PNG with a 256-colour palette: ~3x smaller (smooth backgrounds band a little)."""
+    with Image.open(path) as image:
+        palette = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    palette.save(path, optimize=True)
+
+
+def _optional_method(module: str, name: str) -> type | None:
+    """A method class that another part of the project may not have added yet."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _head_grid(model, samples, inputs) -> Figure:
+    heads = RawCLSAttention(model, head_fusion=None).attribute(inputs)  # (B, heads, H, W)
+    figure = Figure(figsize=(2.1 * (heads.shape[1] + 1), 2.4 * 2), layout="constrained")
+    rows = figure.subfigures(2, 1)
+    for row, index in zip(rows, SHOWN[:2]):
+        head_grid(samples[index].image, heads[index], axes=row.subplots(1, heads.shape[1] + 1))
+    figure.suptitle("Raw CLS attention of the last layer, one panel per head")
+    return figure
+
+
+def _dino_masks(model, samples, inputs) -> Figure:
+    # DINO thresholds on the patch grid, so the masks are unions of whole patches.
+    heads = RawCLSAttention(model, head_fusion=None).attribute(inputs, upsample=False)
+    index = SHOWN[0]
+    count = heads.shape[1]
+    figure = Figure(figsize=(2.1 * (count + 2), 2.6), layout="constrained")
+    panels = figure.subplots(1, count + 2)
+    mass_threshold_overlay(samples[index].image, heads[index], 0.6, axes=panels[: count + 1])
+    # The fused mask's own image panel goes to a throwaway figure: the row already shows it.
+    scratch = Figure().add_subplot()
+    mass_threshold_overlay(
+        samples[index].image, heads[index], 0.6, fuse="mean", axes=[scratch, panels[count + 1]]
+    )
+    figure.suptitle("DINO masks: the top patches holding 60 % of each head's attention mass")
+    return figure
+
+
+def _comparison(model, samples, inputs) -> Figure:
+    methods = {
+        "raw CLS (head mean)": RawCLSAttention(model),
+        "rollout": AttentionRollout(model),
+    }
+    for label, module, name in (
+        ("Grad-CAM", "attnexplain.methods.gradcam", "GradCAM"),
+        ("grad. rollout", "attnexplain.methods.gradient_rollout", "GradientWeightedRollout"),
+    ):
+        method = _optional_method(module, name)
+        if method is not None:
+            methods[label] = method(model)
+    labels = torch.tensor([samples[i].label for i in SHOWN])
+    shown = inputs[list(SHOWN)]
+    maps = {label: method.attribute(shown, target=labels) for label, method in methods.items()}
+    columns = len(maps) + 2
+    figure = Figure(figsize=(2.1 * columns, 2.3 * len(SHOWN)), layout="constrained")
+    for row, (subfigure, index) in enumerate(zip(figure.subfigures(len(SHOWN), 1), SHOWN)):
+        overlays = {"object mask": samples[index].mask.float()}
+        overlays |= {label: value[row] for label, value in maps.items()}
+        compare_overlays(samples[index].image, overlays, axes=subfigure.subplots(1, columns))
+    figure.suptitle("Methods side by side (gradient methods explain the true class)")
+    return figure
+
+
+def _mad(model, preprocess) -> Figure:
+    samples = default_samples(16)
+    inputs = torch.cat([preprocess(sample.image) for sample in samples])
+    method = MeanAttentionDistance(model)
+    distances = method.attribute(inputs)  # (16, layers, heads)
+    figure = mad_plot(distances, patch_size=method.adapter.patch_size[0])
+    figure.axes[0].set_title("Mean attention distance, 16 test images", fontsize="medium")
+    return figure
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/figures"))
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    model, preprocess = load_default()
+    samples = default_samples(max(SHOWN) + 1)
+    inputs = torch.cat([preprocess(sample.image) for sample in samples])
+    figures = {
+        "head_grid.png": _head_grid(model, samples, inputs),
+        "dino_masks.png": _dino_masks(model, samples, inputs),
+        "rollout_vs_raw.png": _comparison(model, samples, inputs),
+        "mean_attention_distance.png": _mad(model, preprocess),
+    }
+    too_big = []
+    for name, figure in figures.items():
+        path = save_figure(figure, args.out / name, dpi=DPI)
+        _shrink(path)
+        size = path.stat().st_size
+        print(f"{path}  {size / 1000:.0f} kB")
+        if size > MAX_BYTES:
+            too_big.append(f"{path} is {size} bytes (budget {MAX_BYTES})")
+    if too_big:
+        print("\n".join(too_big), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

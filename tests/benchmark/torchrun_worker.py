@@ -1,0 +1,48 @@
+"""The run ``test_torchrun`` shards: a tiny model on 8 synthetic images.
+
+Started once per rank by ``python -m torch.distributed.run ... -m tests.benchmark.torchrun_worker
+OUT``; the test also calls :func:`benchmark` in-process for the single-process reference.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from attnexplain.benchmark import BenchmarkConfig, BenchmarkRun, open_dataset, run_benchmark
+from attnexplain.benchmark.report import write_report
+from tests.benchmark.helpers import IMAGE, tiny_model, tiny_preprocess
+
+IMAGES = 8
+# Batches of 3 split the ranks' 4 images 3 + 1 but one process's 8 images 3 + 3 + 2, so the
+# comparison also shows that a row does not depend on which images share its batch.
+CONFIG = BenchmarkConfig(
+    methods=("raw", "raw_heads", "rollout", "saliency"),
+    metrics=(
+        "mass_jaccard",
+        "best_head_jaccard",
+        "auroc",
+        "deletion_blur",
+        "perturbation_positive",
+    ),
+    batch_size=3,
+    faithfulness_steps=4,
+    examples=2,
+    progress=False,
+)
+
+
+def benchmark(out_dir: Path) -> BenchmarkRun:
+    """Run the benchmark into ``out_dir``; rank 0 (or the only process) writes the report."""
+    torch.set_num_threads(1)
+    data = open_dataset(f"synthetic:{IMAGES}", IMAGE)
+    run = run_benchmark(tiny_model(), tiny_preprocess(), data, out_dir, CONFIG)
+    if run.is_main:
+        write_report(out_dir, run.rows, run.meta)
+    return run
+
+
+if __name__ == "__main__":
+    benchmark(Path(sys.argv[1]))

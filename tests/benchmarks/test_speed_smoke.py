@@ -1,0 +1,58 @@
+"""Smoke test of the speed suite: its code path runs end to end on a toy model and writes JSON.
+
+No timing is asserted; the numbers of a run this small mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from benchmarks import speed
+
+
+def test_suite_runs_in_child_processes_and_writes_json(tmp_path):
+    out = tmp_path / "speed.json"
+    document = speed.main(
+        ["--models", "tiny-test", "--sizes", "32", "--batches", "1", "--repeats", "1",
+         "--out", str(out)]
+    )  # fmt: skip
+
+    written = json.loads(out.read_text())
+    assert written["results"] == json.loads(json.dumps(document["results"]))
+    assert written["machine"]["threads"] >= 1
+    by_approach = {result["case"]["approach"]: result for result in written["results"]}
+    assert set(by_approach) == set(speed.APPROACHES)
+    for approach, result in by_approach.items():
+        if approach == "gradcam" and speed.load_gradcam() is None:
+            assert result["status"] == "skipped"
+            continue
+        assert result["status"] == "ok", (approach, result["reason"])
+        assert len(result["times_s"]) == 1 and result["median_s"] > 0
+        assert result["peak_bytes"] >= 0 and result["memory_method"]
+    floor = next(row for row in written["ratios"] if row["approach"] == "floor")
+    assert floor["time_ratio"] == 1.0
+    assert {check["approach"] for check in written["targets"]} >= {"raw_cls", "rollout", "mad"}
+
+
+def test_over_budget_cases_are_skipped_with_the_reason(tmp_path):
+    document = speed.main(
+        ["--models", "tiny-test", "--sizes", "32", "--batches", "1", "--repeats", "1",
+         "--approaches", "eager_attentions", "--memory-budget-gb", "0", "--in-process"]
+    )  # fmt: skip
+    eager = next(r for r in document["results"] if r["case"]["approach"] == "eager_attentions")
+    assert eager["status"] == "skipped" and "budget" in eager["reason"]
+    assert "skipped: needs" in speed.format_table(document["ratios"])
+
+
+def test_peer_rollout_matches_attention_rollout():
+    import attnexplain
+
+    model = speed.build_model("tiny-test", "eager", seed=0)
+    inputs = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        output = model(pixel_values=inputs, output_attentions=True, interpolate_pos_encoding=True)
+    peer = speed.peer_rollout(output.attentions)
+    ours = attnexplain.AttentionRollout(model).attribute(inputs, upsample=False)
+    torch.testing.assert_close(ours.flatten(1), peer, rtol=1e-4, atol=1e-6)
