@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # the model is tiny; more threads only contend on a shared CPU
     model, preprocess = load_default()
     samples = default_samples(max(SHOWN) + 1)
     inputs = torch.cat([preprocess(sample.image) for sample in samples])

@@ -12,15 +12,21 @@ seeds itself from them, so its map of an image never depends on batching or shar
 
 from __future__ import annotations
 
-import importlib
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
+from attnexplain.methods import (
+    AttentionRollout,
+    GradCAM,
+    GradientWeightedRollout,
+    RawCLSAttention,
+)
 from attnexplain.metrics import (
     AUROC,
     AveragePrecision,
@@ -96,58 +102,40 @@ class MethodSpec:
 def _attribution(method: Any) -> ExplainFn:
     """Wrap a ``MapAttribution``-style object into the benchmark's calling convention."""
 
-    def explain(inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]):
+    def explain(
+        inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]
+    ) -> torch.Tensor:
         return method.attribute(inputs, target)
 
     return explain
 
 
-def _optional_class(module: str, name: str) -> type:
-    """A method class from a module that may not exist yet in this install.
-
-    Raises:
-        ValueError: naming the missing module or class.
-    """
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"{module}.{name} is not available in this install: {error}") from error
-
-
 def _raw(context: MethodContext, **options: Any) -> ExplainFn:
-    from attnexplain.methods import RawCLSAttention
-
     return _attribution(RawCLSAttention(context.model, **{"head_fusion": "mean", **options}))
 
 
 def _raw_heads(context: MethodContext, **options: Any) -> ExplainFn:
-    from attnexplain.methods import RawCLSAttention
-
     return _attribution(RawCLSAttention(context.model, **{**options, "head_fusion": None}))
 
 
 def _rollout(context: MethodContext, **options: Any) -> ExplainFn:
-    from attnexplain.methods import AttentionRollout
-
     return _attribution(AttentionRollout(context.model, **options))
 
 
 def _gradcam(context: MethodContext, **options: Any) -> ExplainFn:
-    cls = _optional_class("attnexplain.methods.gradcam", "GradCAM")
-    return _attribution(cls(context.model, **options))
+    return _attribution(GradCAM(context.model, **options))
 
 
 def _grad_rollout(context: MethodContext, **options: Any) -> ExplainFn:
-    cls = _optional_class("attnexplain.methods.gradient_rollout", "GradientWeightedRollout")
-    return _attribution(cls(context.model, **options))
+    return _attribution(GradientWeightedRollout(context.model, **options))
 
 
 def _saliency(context: MethodContext, **options: Any) -> ExplainFn:
-    from captum.attr import Saliency
-
     saliency = Saliency(context.logits)
 
-    def explain(inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]):
+    def explain(
+        inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]
+    ) -> torch.Tensor:
         # Simonyan et al. 2014: the maximum absolute gradient over the colour channels.
         grads = saliency.attribute(inputs, target=target, abs=True, **options)
         return grads.amax(dim=1, keepdim=True)
@@ -156,14 +144,14 @@ def _saliency(context: MethodContext, **options: Any) -> ExplainFn:
 
 
 def _integrated_gradients(context: MethodContext, **options: Any) -> ExplainFn:
-    from captum.attr import IntegratedGradients
-
     integrated = IntegratedGradients(context.logits)
     mean = torch.tensor(context.preprocess.mean)
     std = torch.tensor(context.preprocess.std)
     settings = {"n_steps": IG_STEPS, "internal_batch_size": context.batch_size, **options}
 
-    def explain(inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]):
+    def explain(
+        inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]
+    ) -> torch.Tensor:
         # The baseline is a black image, expressed in the model's normalised input space.
         black = (-mean / std).to(inputs)[None, :, None, None].expand_as(inputs)
         attributions = integrated.attribute(inputs, baselines=black, target=target, **settings)
@@ -173,7 +161,9 @@ def _integrated_gradients(context: MethodContext, **options: Any) -> ExplainFn:
 
 
 def _random(context: MethodContext, **options: Any) -> ExplainFn:
-    def explain(inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]):
+    def explain(
+        inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]
+    ) -> torch.Tensor:
         height, width = inputs.shape[-2:]
         maps = []
         for image_id in ids:
@@ -186,7 +176,9 @@ def _random(context: MethodContext, **options: Any) -> ExplainFn:
 
 
 def _centre(context: MethodContext, **options: Any) -> ExplainFn:
-    def explain(inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]):
+    def explain(
+        inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]
+    ) -> torch.Tensor:
         batch, _, height, width = inputs.shape
         return centre_gaussian_map(batch, int(height), int(width), device=inputs.device, **options)
 

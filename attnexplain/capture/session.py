@@ -9,6 +9,7 @@ must return its probabilities instead (the custom protocol, HF eager attention).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -160,10 +161,51 @@ class _KernelInterceptor(TorchFunctionMode):
                 self.state.probe.rows(layer) is not Rows.NONE
             ):
                 # The mode is suspended inside this Python-level function, so its SDPA call
-                # cannot be streamed; ask for per-head weights, which nn.MultiheadAttention
-                # returns and the layer's forward hook hands to the probe.
+                # cannot be intercepted: run plain self-attention through the kernel ourselves;
+                # anything else asks for per-head weights, which the layer's hook then reads.
+                bound = _MHA_SIGNATURE.bind(*args, **kwargs)
+                bound.apply_defaults()
+                if _is_plain_self_attention(bound.arguments):
+                    return _multi_head_attention_via_kernel(self.state, bound.arguments)
                 kwargs = {**kwargs, "need_weights": True, "average_attn_weights": False}
         return func(*args, **kwargs)
+
+
+_MHA_SIGNATURE = inspect.signature(F.multi_head_attention_forward)
+
+
+def _is_plain_self_attention(arguments: dict[str, Any]) -> bool:
+    return (
+        arguments["query"] is arguments["key"] is arguments["value"]
+        and not arguments["use_separate_proj_weight"]
+        and arguments["in_proj_weight"] is not None
+        and arguments["bias_k"] is None
+        and arguments["bias_v"] is None
+        and not arguments["add_zero_attn"]
+        and arguments["key_padding_mask"] is None
+        and arguments["attn_mask"] is None
+        and not arguments["is_causal"]
+    )
+
+
+def _multi_head_attention_via_kernel(
+    state: _ForwardState, arguments: dict[str, Any]
+) -> tuple[torch.Tensor, None]:
+    """``F.multi_head_attention_forward`` for ``(N, B, E)`` self-attention, through the kernel."""
+    tokens, batch, embed_dim = arguments["query"].shape
+    heads = arguments["num_heads"]
+    packed = F.linear(arguments["query"], arguments["in_proj_weight"], arguments["in_proj_bias"])
+    query, key, value = (
+        part.reshape(tokens, batch * heads, embed_dim // heads)
+        .transpose(0, 1)
+        .reshape(batch, heads, tokens, embed_dim // heads)
+        for part in packed.chunk(3, dim=-1)
+    )
+    dropout_p = arguments["dropout_p"] if arguments["training"] else 0.0
+    output = state.attend(query, key, value, dropout_p=dropout_p)  # (B, heads, N, d)
+    output = output.permute(2, 0, 1, 3).reshape(tokens, batch, embed_dim)
+    output = F.linear(output, arguments["out_proj_weight"], arguments["out_proj_bias"])
+    return output, None
 
 
 def _install_hooks(stack: ExitStack, state: _ForwardState) -> None:

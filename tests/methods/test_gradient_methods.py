@@ -74,6 +74,8 @@ def reference_attention_and_grads(family, x, target):
         model.set_attn_implementation("eager")
         output = model(pixel_values=x, output_attentions=True)
         attentions, logits = list(output.attentions), output.logits
+    elif family.name == "torchvision":
+        attentions, logits = torchvision_explicit_forward(model, x)
     else:
         if family.name.startswith("timm"):
             for block in model.blocks:
@@ -95,6 +97,33 @@ def reference_attention_and_grads(family, x, target):
         attention.retain_grad()
     _target_score(logits, target).backward()
     return [a.detach() for a in attentions], [a.grad for a in attentions]
+
+
+def torchvision_explicit_forward(model, x):
+    """torchvision's ViT written out with explicit softmax attention (its MHA returns weights
+    that are a view created after use, outside the graph)."""
+    tokens = model._process_input(x)
+    tokens = torch.cat([model.class_token.expand(x.shape[0], -1, -1), tokens], dim=1)
+    hidden = tokens + model.encoder.pos_embedding
+    attentions = []
+    for block in model.encoder.layers:
+        mha = block.self_attention
+        y = block.ln_1(hidden)
+        batch, num_tokens, dim = y.shape
+        heads = mha.num_heads
+        q, k, v = (
+            t.reshape(batch, num_tokens, heads, dim // heads).transpose(1, 2)
+            for t in torch.nn.functional.linear(y, mha.in_proj_weight, mha.in_proj_bias).chunk(
+                3, -1
+            )
+        )
+        attention = (q @ k.transpose(-2, -1) / (dim // heads) ** 0.5).softmax(-1)
+        attentions.append(attention)
+        out = (attention @ v).transpose(1, 2).reshape(batch, num_tokens, dim)
+        hidden = hidden + mha.out_proj(out)
+        hidden = hidden + block.mlp(block.ln_2(hidden))
+    logits = model.heads(model.encoder.ln(hidden)[:, 0])
+    return attentions, logits
 
 
 def reference_gradient_rollout(attentions, grads, start_layer, prefix, grid) -> torch.Tensor:
@@ -391,11 +420,15 @@ def test_gradient_rollout_argument_errors(fresh_family):
         GradientWeightedRollout(model, start_layer=1.0)
 
 
-def test_gradient_rollout_refuses_attention_outside_the_graph(fresh_family):
-    # torchvision's nn.MultiheadAttention hands the capture a view of its weights that the
-    # output is not computed from; the method must say so instead of returning zeros.
-    model = fresh_family("torchvision").model
-    with pytest.raises(UnsupportedModelError, match="does not depend on the attention"):
-        GradientWeightedRollout(model).attribute(_inputs(), target=0)
-    assert _hook_count(model) == 0
-    assert all(p.grad is None for p in model.parameters())
+def test_gradient_rollout_on_torchvision_matches_explicit_forward(fresh_family):
+    family = fresh_family("torchvision")
+    x = _inputs()
+    with torch.no_grad():
+        _, logits = torchvision_explicit_forward(family.model, x)
+        torch.testing.assert_close(logits, family.model(x), rtol=1e-4, atol=1e-5)
+    attentions, grads = reference_attention_and_grads(family, x, [1, 3])
+    expected = reference_gradient_rollout(attentions, grads, 0, 1, (4, 4))
+    got = GradientWeightedRollout(family.model).attribute(x, target=[1, 3], upsample=False)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-8)
+    assert _hook_count(family.model) == 0
+    assert all(p.grad is None for p in family.model.parameters())

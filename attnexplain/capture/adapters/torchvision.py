@@ -1,9 +1,11 @@
 """torchvision ``VisionTransformer``.
 
 Its encoder calls ``nn.MultiheadAttention`` with ``need_weights=False`` (SDPA, or PyTorch's native
-fast path in inference). While a probe needs a layer, the capture asks that call for per-head
-weights instead (the fast path is skipped whenever a torch-function mode is active), so the layer's
-attention is computed once, by PyTorch, and read from the module's output.
+fast path in inference; the fast path is skipped whenever a torch-function mode is active). While
+a probe needs a layer, the capture serves that layer's ``F.multi_head_attention_forward`` (plain
+self-attention: packed in-projection, no masks) with its streaming kernel, computing q/k/v and
+the output projection from the module's own weights; other configurations fall back to asking
+PyTorch for per-head weights, read from the module's output.
 """
 
 from __future__ import annotations
