@@ -122,6 +122,7 @@ class Measurement:
     memory_method: str = ""
     tokens: int | None = None
     estimated_bytes: int | None = None
+    load_average: float | None = None  # 1-minute load average when the case started
 
 
 # ----------------------------------------------------------------------------- model and approaches
@@ -346,6 +347,7 @@ def measure(case: Case) -> Measurement:
     generator = torch.Generator().manual_seed(case.seed + 1)
     inputs = torch.randn(case.batch, 3, case.size, case.size, generator=generator).to(device)
     result = Measurement(case=asdict(case), status="ok", tokens=num_tokens(case.size))
+    result.load_average = os.getloadavg()[0]
 
     memory = PeakMemory(device)
     memory.start()
@@ -603,8 +605,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the ratios (one line per case, skipped ones with their reason)."""
     lines = [
         "| model | px | B | N | approach | time (ms) | x floor | peak (MiB) | x floor "
-        "| extra vs floor (MiB) |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| extra vs floor (MiB) | total peak x floor |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         head = (
@@ -612,7 +614,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"| {row['approach']} "
         )
         if row["status"] != "ok":
-            lines.append(head + f"| {row['status']}: {row['reason']} | | | | |")
+            lines.append(head + f"| {row['status']}: {row['reason']} | | | | | |")
             continue
         ratio = row.get("time_ratio")
         peak_ratio = row.get("peak_ratio")
@@ -620,7 +622,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             head
             + f"| {row['time_ms']:.1f} | {_fmt(ratio, 'x')} | {row['peak_mib']:.0f} "
-            + f"| {_fmt(peak_ratio, 'x')} | {_fmt(extra, '')} |"
+            + f"| {_fmt(peak_ratio, 'x')} | {_fmt(extra, '')} "
+            + f"| {_fmt(row.get('total_peak_ratio'), 'x')} |"
         )
     return "\n".join(lines)
 
@@ -684,6 +687,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help="ViT-S at 224 and 448 px, batch 1 (a few minutes)"
     )
     parser.add_argument(
+        "--from-json",
+        nargs="+",
+        default=None,
+        metavar="FILE",
+        help="measure nothing: print the tables of earlier runs' JSON files, merged",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="no child processes (debugging only: peak memory is then not per case)",
@@ -704,9 +714,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def report_files(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """Merge the results of earlier runs, recompute ratios and targets, print the tables."""
+    documents = [json.loads(Path(path).read_text()) for path in paths]
+    results = [result for document in documents for result in document["results"]]
+    merged = {
+        "suite": "attnexplain speed",
+        "machines": [document["machine"] for document in documents],
+        "results": results,
+        "ratios": ratios(results),
+    }
+    merged["targets"] = check_targets(merged["ratios"])
+    print(format_table(merged["ratios"]))
+    print()
+    print(format_targets(merged["targets"]))
+    return merged
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the suite from the command line; returns the JSON document."""
     args = parse_args(argv)
+    if args.from_json:
+        return report_files(args.from_json)
     document = run_suite(args)
     print()
     print(format_table(document["ratios"]))

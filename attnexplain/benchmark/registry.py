@@ -137,6 +137,7 @@ def _saliency(context: MethodContext, **options: Any) -> ExplainFn:
         inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]
     ) -> torch.Tensor:
         # Simonyan et al. 2014: the maximum absolute gradient over the colour channels.
+        inputs = inputs.detach().requires_grad_()
         grads = saliency.attribute(inputs, target=target, abs=True, **options)
         return grads.amax(dim=1, keepdim=True)
 

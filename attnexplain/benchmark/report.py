@@ -154,6 +154,40 @@ def summarise(
     return cells
 
 
+def combine_rows(*row_sets: Sequence[Row]) -> list[Row]:
+    """Join the rows of runs that scored the same images with different metrics.
+
+    Rows with the same ``(image_id, method)`` are merged: their ``metrics``, ``objects`` and
+    ``curves`` are united and their ``seconds`` added per phase; other fields come from the first.
+
+    Returns:
+        One row per key, in first-seen order.
+
+    Raises:
+        ValueError: if two runs disagree on a metric's value for the same key.
+    """
+    combined: dict[tuple[str, str], Row] = {}
+    for rows in row_sets:
+        for row in rows:
+            key = (str(row["image_id"]), str(row["method"]))
+            if key not in combined:
+                combined[key] = {
+                    **row,
+                    **{f: dict(row.get(f, {})) for f in ("metrics", "objects", "curves")},
+                    "seconds": dict(row.get("seconds", {})),
+                }
+                continue
+            target = combined[key]
+            for name, value in row["metrics"].items():
+                if target["metrics"].setdefault(name, value) != value:
+                    raise ValueError(f"{key}: two runs disagree on {name}")
+            target["objects"].update(row.get("objects", {}))
+            target["curves"].update(row.get("curves", {}))
+            for phase, seconds in row.get("seconds", {}).items():
+                target["seconds"][phase] = target["seconds"].get(phase, 0.0) + seconds
+    return list(combined.values())
+
+
 def timing(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     """Seconds spent per method (summed over images and processes), by phase.
 

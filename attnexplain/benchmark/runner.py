@@ -240,6 +240,12 @@ def _model_images(samples: Sequence[Any], size: int) -> torch.Tensor:
     return torch.cat(images).clamp(0.0, 1.0)
 
 
+def _device(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (batches are sent there)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def has_classification_head(model: nn.Module, image_size: int) -> bool:
     """Whether ``model`` returns class logits, tried on one blank ``image_size`` input.
 
@@ -247,9 +253,7 @@ def has_classification_head(model: nn.Module, image_size: int) -> bool:
         UnsupportedModelError: if the model's attention cannot be read.
     """
     adapter = resolve_adapter(model)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    probe = torch.zeros(1, adapter.in_channels, image_size, image_size, device=device)
+    probe = torch.zeros(1, adapter.in_channels, image_size, image_size, device=_device(model))
     try:
         with torch.no_grad():
             adapter.logits_forward(probe)
@@ -273,8 +277,7 @@ class _Session:
         self.preprocess = preprocess
         self.adapter = resolve_adapter(model)
         self.size = preprocess.image_size
-        parameter = next(model.parameters(), None)
-        self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.device = _device(model)
         self.has_head = has_classification_head(model, self.size)
         self.methods = parse_methods(config.methods)
         headless = [m for m in self.methods if METHODS[m].needs_head and not self.has_head]

@@ -31,9 +31,6 @@ _MATH_ROLE = re.compile(r":math:`([^`]+)`")
 _EXAMPLE_TITLE = re.compile(r"^([ \t]*)Example:[ \t]*$", flags=re.MULTILINE)
 _MATH_DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<first>.*)$")
 
-logger = griffe.get_logger(__name__)
-
-
 def _identifier(obj: griffe.Object, name: str) -> str:
     """The full path ``name`` refers to from ``obj``'s scope, ``name`` itself if unknown."""
     if name.startswith("attnexplain."):
@@ -92,6 +89,11 @@ class SphinxRoles(griffe.Extension):
     """Rewrite Sphinx roles and math in every docstring of a loaded package."""
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """Griffe 2's hook: the package and all its modules are loaded."""
+        self._visit(pkg)
+
+    def on_package_loaded(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
+        """The same hook under its Griffe 1 name (a second pass would change nothing)."""
         self._visit(pkg)
 
     def _visit(self, obj: griffe.Object) -> None:

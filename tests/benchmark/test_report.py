@@ -13,6 +13,7 @@ import pytest
 from attnexplain.benchmark.report import (
     Example,
     baseline_check,
+    combine_rows,
     compare_runs,
     confidence_interval,
     example_grid,
@@ -216,3 +217,19 @@ def test_compare_runs(rows, tmp_path: Path) -> None:
     table = compare_runs([tmp_path / "model-a", tmp_path / "model-b"], "rollout", ["mass_jaccard"])
     assert table.splitlines()[2] == "| model-a | 3 | 0.600 ± 0.248 |"
     assert table.splitlines()[3].startswith("| model-b | 3 |")
+
+
+def test_combine_rows_joins_passes(rows) -> None:
+    localisation = [{**r, "metrics": {"mass_jaccard": r["metrics"]["mass_jaccard"]}} for r in rows]
+    localisation = [{k: v for k, v in r.items() if k != "curves"} for r in localisation]
+    faithfulness = [
+        {**r, "metrics": {"deletion_black": r["metrics"]["deletion_black"]}} for r in rows
+    ]
+    combined = combine_rows(localisation, faithfulness)
+    assert [r["metrics"] for r in combined] == [r["metrics"] for r in rows]
+    assert combined[0]["curves"] == rows[0]["curves"]
+    assert combined[0]["seconds"] == {"maps": 1.0, "localisation": 0.5, "faithfulness": 2.0}
+    assert localisation[0]["metrics"] == {"mass_jaccard": 0.5}  # inputs untouched
+    changed = [{**r, "metrics": {"mass_jaccard": 0.0}} for r in rows]
+    with pytest.raises(ValueError, match="disagree on mass_jaccard"):
+        combine_rows(localisation, changed)
