@@ -81,57 +81,38 @@ def probed_attention(
         ``(B, heads, N, dv)`` attention output in ``query``'s dtype.
     """
     with full_precision(query.device):
-        return _probed_attention(
-            query, key, value, rows=rows, consume=consume, cls_index=cls_index,
-            attn_mask=attn_mask, dropout_p=dropout_p, scale=scale, requires_grad=requires_grad,
-        )  # fmt: skip
+        scale = query.shape[-1] ** -0.5 if scale is None else scale
+        mask = _additive_mask(attn_mask, torch.float32)
+        num_queries = query.shape[2]
 
+        if rows is Rows.CLS and not requires_grad:
+            output = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
+            )
+            if cls_index is not None:
+                with torch.no_grad():
+                    row = slice(cls_index, cls_index + 1)
+                    scores = _scores(query, key.float().transpose(-2, -1), scale, mask, row)
+                    consume(torch.softmax(scores, dim=-1), cls_index)
+            return output
 
-def _probed_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    *,
-    rows: Rows,
-    consume: Consume,
-    cls_index: int | None,
-    attn_mask: torch.Tensor | None,
-    dropout_p: float,
-    scale: float | None,
-    requires_grad: bool,
-) -> torch.Tensor:
-    scale = query.shape[-1] ** -0.5 if scale is None else scale
-    mask = _additive_mask(attn_mask, torch.float32)
-    num_queries = query.shape[2]
+        key_t = key.float().transpose(-2, -1)
+        value_f = value.float()
+        if requires_grad:
+            probs = torch.softmax(_scores(query, key_t, scale, mask, slice(None)), dim=-1)
+            consume(probs, 0)
+            dropped = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
+            return torch.matmul(dropped, value_f).to(query.dtype)
 
-    if rows is Rows.CLS and not requires_grad:
-        output = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale
-        )
-        if cls_index is not None:
-            with torch.no_grad():
-                row = slice(cls_index, cls_index + 1)
-                scores = _scores(query, key.float().transpose(-2, -1), scale, mask, row)
-                consume(torch.softmax(scores, dim=-1), cls_index)
+        batch, heads, _, _ = query.shape
+        bytes_per_row = batch * heads * key.shape[2] * 4
+        chunk = max(1, min(num_queries, CHUNK_BYTES // bytes_per_row))
+        output = query.new_empty(*query.shape[:-1], value.shape[-1])
+        for start in range(0, num_queries, chunk):
+            block = slice(start, min(start + chunk, num_queries))
+            probs = torch.softmax(_scores(query, key_t, scale, mask, block), dim=-1)
+            consume(probs, start)
+            if dropout_p > 0:
+                probs = F.dropout(probs, p=dropout_p)
+            output[:, :, block] = torch.matmul(probs, value_f).to(output.dtype)
         return output
-
-    key_t = key.float().transpose(-2, -1)
-    value_f = value.float()
-    if requires_grad:
-        probs = torch.softmax(_scores(query, key_t, scale, mask, slice(None)), dim=-1)
-        consume(probs, 0)
-        dropped = F.dropout(probs, p=dropout_p) if dropout_p > 0 else probs
-        return torch.matmul(dropped, value_f).to(query.dtype)
-
-    batch, heads, _, _ = query.shape
-    bytes_per_row = batch * heads * key.shape[2] * 4
-    chunk = max(1, min(num_queries, CHUNK_BYTES // bytes_per_row))
-    output = query.new_empty(*query.shape[:-1], value.shape[-1])
-    for start in range(0, num_queries, chunk):
-        block = slice(start, min(start + chunk, num_queries))
-        probs = torch.softmax(_scores(query, key_t, scale, mask, block), dim=-1)
-        consume(probs, start)
-        if dropout_p > 0:
-            probs = F.dropout(probs, p=dropout_p)
-        output[:, :, block] = torch.matmul(probs, value_f).to(output.dtype)
-    return output

@@ -31,6 +31,7 @@ _MATH_ROLE = re.compile(r":math:`([^`]+)`")
 _EXAMPLE_TITLE = re.compile(r"^([ \t]*)Example:[ \t]*$", flags=re.MULTILINE)
 _MATH_DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<first>.*)$")
 
+
 def _identifier(obj: griffe.Object, name: str) -> str:
     """The full path ``name`` refers to from ``obj``'s scope, ``name`` itself if unknown."""
     if name.startswith("attnexplain."):
