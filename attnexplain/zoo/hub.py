@@ -7,6 +7,7 @@ Only the loading code lives here; it never downloads at import time. Offline (no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -18,6 +19,17 @@ TIMM_PREFIXES = ("timm:", "timm/")
 
 class ModelLoadError(RuntimeError):
     """A model spec could not be loaded (unknown, not cached offline, unreadable)."""
+
+
+def _input_side(size: Any) -> int:
+    """The square side from an image processor's ``size`` (int, dict or transformers' SizeDict)."""
+    if isinstance(size, int):
+        return size
+    for key in ("height", "shortest_edge"):
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        if value:
+            return int(value)
+    raise ModelLoadError(f"cannot read an input size from the image processor's size {size!r}")
 
 
 def _load_huggingface(spec: str, device: str) -> tuple[nn.Module, Preprocess]:
@@ -40,9 +52,7 @@ def _load_huggingface(spec: str, device: str) -> tuple[nn.Module, Preprocess]:
             "local cache, and the hub cannot be reached. Download it where there is network "
             "(`huggingface-cli download ID --local-dir DIR`) and pass --model DIR."
         ) from error
-    size = processor.size
-    side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else size
-    preprocess = Preprocess(int(side), processor.image_mean, processor.image_std)
+    preprocess = Preprocess(_input_side(processor.size), processor.image_mean, processor.image_std)
     return model.to(device).eval(), preprocess
 
 
