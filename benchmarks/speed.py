@@ -112,10 +112,24 @@ class Case:
 
 @dataclass
 class Measurement:
-    """What a child process reports for one :class:`Case` (times in seconds, memory in bytes)."""
+    """What a child process reports for one :class:`Case`.
+
+    Attributes:
+        case: the case, as a dict.
+        status: ``"ok"``, ``"skipped"`` (over the memory budget, GradCAM missing) or ``"error"``.
+        reason: why it was skipped or failed, or a note (a single call without warm-up).
+        times_s: the timed calls, seconds; ``median_s`` their median; ``warmup_s`` the warm-up.
+        peak_bytes: RSS high-water mark over the resident set around the timed calls.
+        resident_bytes: the resident set (model, input, libraries) the peak is measured above.
+        memory_method: how ``peak_bytes`` was measured.
+        allocated_peak_bytes: peak of torch's live allocations during one more, profiled call
+            (CPU; on CUDA the allocator's peak, equal to ``peak_bytes``).
+        tokens: ``N``, the sequence length; ``estimated_bytes`` the budget estimate.
+        load_average: the 1-minute load average when the case started.
+    """
 
     case: dict[str, Any]
-    status: str  # "ok", "skipped" or "error"
+    status: str
     reason: str = ""
     times_s: list[float] = field(default_factory=list)
     warmup_s: float | None = None
@@ -123,10 +137,10 @@ class Measurement:
     peak_bytes: int | None = None
     resident_bytes: int | None = None
     memory_method: str = ""
+    allocated_peak_bytes: int | None = None
     tokens: int | None = None
     estimated_bytes: int | None = None
-    load_average: float | None = None  # 1-minute load average when the case started
-    allocated_peak_bytes: int | None = None  # torch-allocated peak of one more (profiled) call
+    load_average: float | None = None
 
 
 # ----------------------------------------------------------------------------- model and approaches
