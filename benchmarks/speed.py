@@ -126,6 +126,10 @@ class Measurement:
             (CPU; on CUDA the allocator's peak, equal to ``peak_bytes``).
         tokens: ``N``, the sequence length; ``estimated_bytes`` the budget estimate.
         load_average: the 1-minute load average when the case started.
+        background_cpu: share of the machine's CPU other processes used during the warm-up and
+            timed calls (see :class:`BackgroundCPU`); timings with more than a few percent are
+            suspect.
+        background_before: the same, sampled for 1 s before the case started.
     """
 
     case: dict[str, Any]
@@ -141,6 +145,8 @@ class Measurement:
     tokens: int | None = None
     estimated_bytes: int | None = None
     load_average: float | None = None
+    background_cpu: float | None = None
+    background_before: float | None = None
 
 
 # ----------------------------------------------------------------------------- model and approaches
@@ -294,6 +300,59 @@ def _trim_heap() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+class BackgroundCPU:
+    """Share of the machine's CPU time used by *other* processes between start and stop.
+
+    Busy time of all CPUs (``/proc/stat``) minus this process's own CPU time, over the wall
+    time and the CPU count: 0 on a quiet machine, 0.5 when another process kept one of two
+    cores busy. ``None`` where ``/proc/stat`` is unavailable or the window is under 0.5 s.
+    """
+
+    MIN_WINDOW_S = 0.5
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        except OSError:
+            return None
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+        own = os.times()
+        return busy, own.user + own.system, time.monotonic()
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> float | None:
+        end = self._sample()
+        if self._start is None or end is None:
+            return None
+        busy, own, wall = (b - a for a, b in zip(self._start, end))
+        if wall < self.MIN_WINDOW_S:  # /proc/stat counts in 10 ms ticks
+            return None
+        return max(0.0, (busy - own) / max(wall * (os.cpu_count() or 1), 1e-9))
+
+
+def wait_until_quiet(max_wait_s: float, threshold: float = 0.1) -> float | None:
+    """Wait (up to ``max_wait_s``) until other processes use less than ``threshold`` of the CPU.
+
+    Returns the last measured background share (1-second samples).
+    """
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        probe = BackgroundCPU()
+        probe.start()
+        time.sleep(1.0)
+        share = probe.stop()
+        if share is None or share < threshold or time.monotonic() >= deadline:
+            return share
+        time.sleep(4.0)
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -367,8 +426,9 @@ def measure(case: Case) -> Measurement:
     result = Measurement(case=asdict(case), status="ok", tokens=num_tokens(case.size))
     result.load_average = os.getloadavg()[0]
 
-    memory = PeakMemory(device)
+    memory, background = PeakMemory(device), BackgroundCPU()
     memory.start()
+    background.start()
     first = _timed(call, inputs, device)
     if first > case.single_call_s:
         result.times_s = [first]
@@ -378,6 +438,7 @@ def measure(case: Case) -> Measurement:
         memory.start()
         repeats = max(1, min(case.repeats, int(case.max_seconds / max(first, 1e-9))))
         result.times_s = [_timed(call, inputs, device) for _ in range(repeats)]
+    result.background_cpu = background.stop()
     result.peak_bytes = memory.read()
     result.resident_bytes = memory.resident
     result.memory_method = memory.method
@@ -507,10 +568,13 @@ def run_suite(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
                 status="skipped",
                 reason=f"needs ~{estimate / 2**30:.1f} GB > budget {args.memory_budget_gb:g} GB",
             )
-        elif context is None:
-            outcome = measure(case)
         else:
-            outcome = run_isolated(case, context, args.case_timeout_s)
+            before = wait_until_quiet(args.wait_quiet_s)
+            if context is None:
+                outcome = measure(case)
+            else:
+                outcome = run_isolated(case, context, args.case_timeout_s)
+            outcome.background_before = before
         outcome.estimated_bytes = estimate
         outcome.tokens = num_tokens(case.size)
         results.append(outcome)
@@ -525,9 +589,11 @@ def _describe(outcome: Measurement) -> str:
     head = f"{case['model']} {case['size']}px B={case['batch']} {case['approach']}"
     if outcome.status != "ok":
         return f"{head}: {outcome.status} ({outcome.reason})"
+    background = outcome.background_cpu
     return (
         f"{head}: {outcome.median_s * 1e3:.1f} ms (n={len(outcome.times_s)}), "
-        f"peak +{outcome.peak_bytes / 2**20:.0f} MiB"
+        f"peak +{outcome.peak_bytes / 2**20:.0f} MiB, background CPU "
+        + ("-" if background is None else f"{100 * background:.0f}%")
     )
 
 
@@ -585,6 +651,7 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "tokens": result["tokens"],
             "status": result["status"],
             "reason": result["reason"],
+            "background_cpu": result.get("background_cpu"),
         }
         if result["status"] == "ok":
             row["time_ms"] = result["median_s"] * 1e3
@@ -677,12 +744,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the ratios (one line per case, skipped ones with their reason).
 
     ``RSS`` columns: the high-water mark of the process over its resident set; ``alloc``
-    columns: the peak of torch's live allocations (CPU profiler, or CUDA's allocator).
+    columns: the peak of torch's live allocations (CPU profiler, or CUDA's allocator); ``bg
+    CPU``: the machine's CPU share other processes used during the timed calls.
     """
     lines = [
         "| model | px | B | N | approach | time (ms) | x floor | RSS peak (MiB) | x floor "
-        "| +MiB | alloc peak (MiB) | x floor | +MiB |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| +MiB | alloc peak (MiB) | x floor | +MiB | bg CPU |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         head = (
@@ -690,7 +758,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"| {row['approach']} "
         )
         if row["status"] != "ok":
-            lines.append(head + f"| {row['status']}: {row['reason']} |" + " |" * 7)
+            lines.append(head + f"| {row['status']}: {row['reason']} |" + " |" * 8)
             continue
         cells = [
             f"{row['time_ms']:.1f}",
@@ -701,6 +769,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             _fmt(row.get("allocated_peak_mib"), "MiB"),
             _fmt(row.get("allocated_peak_ratio"), "x"),
             _fmt(row.get("extra_allocated_mib"), ""),
+            "-" if row.get("background_cpu") is None else f"{100 * row['background_cpu']:.0f}%",
         ]
         lines.append(head + "| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -765,6 +834,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")
+    parser.add_argument(
+        "--wait-quiet-s",
+        type=float,
+        default=0.0,
+        help="before each case, wait up to this long for other processes to use < 10%% CPU",
+    )
     parser.add_argument("--memory-budget-gb", type=float, default=12.0)
     parser.add_argument("--case-timeout-s", type=float, default=900.0)
     parser.add_argument("--out", default=None, help="write the raw results as JSON here")
