@@ -52,7 +52,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -450,6 +450,20 @@ def measure(case: Case) -> Measurement:
     return result
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence the profiler's C++ start/stop lines (file descriptor 2) for one call."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def allocated_peak(call: Callable[[torch.Tensor], Any], inputs: torch.Tensor) -> int | None:
     """Peak of torch's live CPU allocations during one call, from the profiler's memory events.
 
@@ -459,11 +473,11 @@ def allocated_peak(call: Callable[[torch.Tensor], Any], inputs: torch.Tensor) ->
     """
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = call(inputs)
         del result
     try:
-        events = profiler.profiler.kineto_results.events()
+        events = prof.profiler.kineto_results.events()
         changes = sorted(
             (event.start_ns(), event.nbytes()) for event in events if event.name() == "[memory]"
         )
@@ -552,6 +566,8 @@ def run_suite(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     """Run every planned case (isolated unless ``--in-process``) and return the JSON document."""
     cases = plan(args)
     budget = args.memory_budget_gb * 2**30
+    if args.malloc_mmap_threshold is not None:  # read by glibc when the forkserver starts
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
     context = None if args.in_process else _context()
     load_start = os.getloadavg()
     results: list[Measurement] = []
@@ -839,6 +855,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="before each case, wait up to this long for other processes to use < 10%% CPU",
+    )
+    parser.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="set glibc's MALLOC_MMAP_THRESHOLD_ in the children: the RSS peak then follows\n"
+        "torch's allocations (no heap retention) at some cost in page faults",
     )
     parser.add_argument("--memory-budget-gb", type=float, default=12.0)
     parser.add_argument("--case-timeout-s", type=float, default=900.0)
