@@ -13,7 +13,7 @@ Accepted inputs (torch tensors or numpy arrays):
   ``attribute`` returns for one image), at image resolution or on the patch grid ``(h, w)``;
   patch-grid maps are upsampled bilinearly to the image size for drawing.
 
-Example:
+Examples:
     >>> import torch
     >>> from attnexplain.viz import head_grid, save_figure
     >>> image = torch.rand(3, 64, 64)
@@ -286,7 +286,7 @@ def to_captum(attribution: ArrayLike, size: tuple[int, int] | None = None) -> np
             a batch of more than one image, NaNs, or is larger than ``size``.
         TypeError: if it is neither a tensor nor a numpy array.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from captum.attr import visualization  # a module attribute, not an importable path
         >>> image = torch.rand(3, 32, 32)
@@ -317,7 +317,7 @@ def image_to_captum(image: ArrayLike) -> np.ndarray:
         ValueError: on another shape, NaNs, or values outside ``[0, 1]`` (float) / ``[0, 255]``
             (integer) — e.g. an image still carrying the model's mean/std normalisation.
 
-    Example:
+    Examples:
         >>> import torch
         >>> image_to_captum(torch.rand(3, 32, 32)).shape
         (32, 32, 3)
@@ -363,7 +363,7 @@ def head_grid(
         ValueError: if a shape does not match (naming ``image`` or ``maps``), ``titles`` or
             ``axes`` has the wrong length, or ``alpha`` is outside ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> fig = head_grid(torch.rand(3, 64, 64), torch.rand(6, 8, 8))
         >>> len(fig.axes)
@@ -421,7 +421,7 @@ def mass_threshold_overlay(
             ``.clamp(min=0)``), ``mass`` outside ``(0, 1]``, an unknown ``fuse``, or wrong
             ``titles`` / ``axes`` lengths.
 
-    Example:
+    Examples:
         >>> import torch
         >>> fig = mass_threshold_overlay(torch.rand(3, 64, 64), torch.rand(6, 8, 8), mass=0.6)
         >>> len(fig.axes)
@@ -493,7 +493,7 @@ def compare_overlays(
         ValueError: if ``maps`` is empty, an entry holds several maps (select a head or fuse),
             or a shape does not match the image (the message names ``maps['key']``).
 
-    Example:
+    Examples:
         >>> import torch
         >>> fig = compare_overlays(
         ...     torch.rand(3, 64, 64), {"raw": torch.rand(8, 8), "rollout": torch.rand(1, 8, 8)})
@@ -572,7 +572,7 @@ def mad_plot(
         ValueError: if ``distances`` is not 2-D/3-D, holds NaN or negative values, or
             ``patch_size`` is not positive.
 
-    Example:
+    Examples:
         >>> import torch
         >>> fig = mad_plot(torch.rand(4, 12, 6) * 64, patch_size=16)
         >>> len(fig.axes[0].collections)
@@ -657,7 +657,7 @@ def curves_plot(
             match the number of steps or is not increasing, ``kind`` is unknown, or ``ci`` is not
             in ``(0, 1)``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> fig = curves_plot({"rollout": np.linspace(1, 0, 11), "random": np.random.rand(8, 11)})
         >>> fig.axes[0].lines[0].get_label()
@@ -731,7 +731,7 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     Raises:
         ValueError: if ``path`` has a suffix other than ``.png`` or ``dpi`` is not positive.
 
-    Example:
+    Examples:
         >>> import tempfile, torch
         >>> fig = head_grid(torch.rand(3, 32, 32), torch.rand(2, 4, 4))
         >>> save_figure(fig, tempfile.mkdtemp() + "/heads.png").suffix

@@ -118,10 +118,14 @@ class Measurement:
         case: the case, as a dict.
         status: ``"ok"``, ``"skipped"`` (over the memory budget, GradCAM missing) or ``"error"``.
         reason: why it was skipped or failed, or a note (a single call without warm-up).
-        times_s: the timed calls, seconds; ``median_s`` their median; ``warmup_s`` the warm-up.
+        times_s: the timed calls, seconds; ``median_s`` their median (with several trials, the
+            median of the per-trial medians ``trial_medians_s``); ``warmup_s`` the warm-up.
         peak_bytes: RSS high-water mark over the resident set around the timed calls.
         resident_bytes: the resident set (model, input, libraries) the peak is measured above.
         memory_method: how ``peak_bytes`` was measured.
+        interleaved_times_s: with ``--interleave``, the calls timed round-robin with the other
+            approaches of the group in one process; ``interleaved_median_s`` their median, which
+            the ratios then use.
         allocated_peak_bytes: peak of torch's live allocations during one more, profiled call
             (CPU; on CUDA the allocator's peak, equal to ``peak_bytes``).
         tokens: ``N``, the sequence length; ``estimated_bytes`` the budget estimate.
@@ -136,6 +140,9 @@ class Measurement:
     status: str
     reason: str = ""
     times_s: list[float] = field(default_factory=list)
+    trial_medians_s: list[float] = field(default_factory=list)
+    interleaved_times_s: list[float] = field(default_factory=list)
+    interleaved_median_s: float | None = None
     warmup_s: float | None = None
     median_s: float | None = None
     peak_bytes: int | None = None
@@ -212,11 +219,22 @@ def peer_rollout(attentions: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def make_approach(
-    approach: str, model_name: str, size: int, batch: int, seed: int, device: torch.device
+    approach: str,
+    model_name: str,
+    size: int,
+    batch: int,
+    seed: int,
+    device: torch.device,
+    model: torch.nn.Module | None = None,
 ) -> Callable[[torch.Tensor], Any]:
-    """Build the model (and method) for ``approach`` and return the call to time on ``inputs``."""
-    eager = approach.startswith("eager")
-    model = build_model(model_name, "eager" if eager else "sdpa", seed).to(device)
+    """Build the model (and method) for ``approach`` and return the call to time on ``inputs``.
+
+    ``model``: an already built model of the right attention implementation (eager for the
+    ``eager_*`` approaches, SDPA otherwise) to share between approaches.
+    """
+    if model is None:
+        implementation = "eager" if approach.startswith("eager") else "sdpa"
+        model = build_model(model_name, implementation, seed).to(device)
     kwargs = _forward_kwargs(size)
 
     if approach == "floor":
@@ -490,6 +508,67 @@ def allocated_peak(call: Callable[[torch.Tensor], Any], inputs: torch.Tensor) ->
     return peak
 
 
+def time_interleaved(cases: Sequence[Case]) -> dict[str, list[float]]:
+    """Time the approaches of one group in one process, round-robin (called in a fresh child).
+
+    Every approach gets a warm-up call, then rounds of one call each, the order rotated every
+    round, for ``repeats`` rounds or fewer (at least one) when the warm-ups show they would take
+    more than ``max_seconds``: approaches compared within a round share the process, its memory
+    layout and the machine's state, which separate processes on a shared VM do not.
+    """
+    first = cases[0]
+    torch.set_num_threads(first.threads)
+    device = torch.device(first.device)
+    models: dict[str, torch.nn.Module] = {}
+    calls = {}
+    for case in cases:
+        implementation = "eager" if case.approach.startswith("eager") else "sdpa"
+        if implementation not in models:
+            models[implementation] = build_model(case.model, implementation, case.seed).to(device)
+        calls[case.approach] = make_approach(
+            case.approach, case.model, case.size, case.batch, case.seed, device,
+            model=models[implementation],
+        )  # fmt: skip
+    generator = torch.Generator().manual_seed(first.seed + 1)
+    inputs = torch.randn(first.batch, 3, first.size, first.size, generator=generator).to(device)
+    warmup = sum(_timed(call, inputs, device) for call in calls.values())
+    rounds = max(1, min(first.repeats, int(first.max_seconds * len(calls) / max(warmup, 1e-9))))
+    order = list(calls)
+    times: dict[str, list[float]] = {approach: [] for approach in order}
+    for index in range(rounds):
+        shift = index % len(order)
+        for approach in order[shift:] + order[:shift]:
+            times[approach].append(_timed(calls[approach], inputs, device))
+    return times
+
+
+def _interleaved_child(cases: list[Case], connection: Any) -> None:
+    try:
+        connection.send(time_interleaved(cases))
+    except Exception as error:
+        connection.send({"error": repr(error)})
+    connection.close()
+
+
+def run_interleaved(cases: list[Case], context: Any, timeout_s: float) -> dict[str, Any]:
+    """:func:`time_interleaved` in a fresh child; ``{"error": ...}`` when it fails."""
+    if context is None:
+        return time_interleaved(cases)
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_interleaved_child, args=(cases, sender))
+    process.start()
+    sender.close()
+    outcome: dict[str, Any] = {"error": f"no result after {timeout_s:.0f} s or child crashed"}
+    if receiver.poll(timeout_s):
+        with contextlib.suppress(EOFError):
+            outcome = receiver.recv()
+    process.join(5)
+    if process.is_alive():
+        process.kill()
+        process.join()
+    return outcome
+
+
 def _child(case: Case, connection: Any) -> None:
     try:
         outcome = measure(case)
@@ -563,7 +642,11 @@ def plan(args: argparse.Namespace) -> list[Case]:
 
 
 def run_suite(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every planned case (isolated unless ``--in-process``) and return the JSON document."""
+    """Run every planned case (isolated unless ``--in-process``) and return the JSON document.
+
+    With ``--trials T`` each group (model, size, batch) runs its approaches round-robin ``T``
+    times, each call in a fresh process, so that slow drifts of the machine hit every approach.
+    """
     cases = plan(args)
     budget = args.memory_budget_gb * 2**30
     if args.malloc_mmap_threshold is not None:  # read by glibc when the forkserver starts
@@ -572,32 +655,92 @@ def run_suite(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
     load_start = os.getloadavg()
     results: list[Measurement] = []
     started = time.perf_counter()
-    for index, case in enumerate(cases, 1):
-        estimate = estimated_bytes(case.approach, case.model, case.size, case.batch)
-        if case.approach == "gradcam" and load_gradcam() is None:
-            outcome = Measurement(
-                case=asdict(case), status="skipped", reason="GradCAM not importable"
+    groups: dict[tuple[str, int, int], list[Case]] = {}
+    for case in cases:
+        groups.setdefault((case.model, case.size, case.batch), []).append(case)
+    done = 0
+    for group in groups.values():
+        trials: dict[Case, list[Measurement]] = {case: [] for case in group}
+        skipped: dict[Case, Measurement] = {}
+        for case in group:
+            reason = _skip_reason(case, budget, args.memory_budget_gb)
+            if reason:
+                skipped[case] = Measurement(case=asdict(case), status="skipped", reason=reason)
+        for trial in range(args.trials):
+            for case in group:
+                if case in skipped:
+                    continue
+                before = wait_until_quiet(args.wait_quiet_s)
+                if context is None:
+                    outcome = measure(case)
+                else:
+                    outcome = run_isolated(case, context, args.case_timeout_s)
+                outcome.background_before = before
+                trials[case].append(outcome)
+                if args.trials > 1:
+                    log(f"  trial {trial + 1}/{args.trials}: {_describe(outcome)}")
+        interleaved: dict[str, Any] = {}
+        if args.interleave:
+            measured = [case for case in group if case not in skipped]
+            wait_until_quiet(args.wait_quiet_s)
+            interleaved = run_interleaved(measured, context, args.case_timeout_s)
+            if "error" in interleaved:
+                log(f"  interleaved timing failed: {interleaved['error']}")
+        for case in group:
+            outcome = skipped.get(case) or combine_trials(trials[case])
+            times = interleaved.get(case.approach)
+            if outcome.status == "ok" and isinstance(times, list):
+                outcome.interleaved_times_s = times
+                outcome.interleaved_median_s = statistics.median(times)
+            outcome.estimated_bytes = estimated_bytes(
+                case.approach, case.model, case.size, case.batch
             )
-        elif estimate > budget:
-            outcome = Measurement(
-                case=asdict(case),
-                status="skipped",
-                reason=f"needs ~{estimate / 2**30:.1f} GB > budget {args.memory_budget_gb:g} GB",
-            )
-        else:
-            before = wait_until_quiet(args.wait_quiet_s)
-            if context is None:
-                outcome = measure(case)
-            else:
-                outcome = run_isolated(case, context, args.case_timeout_s)
-            outcome.background_before = before
-        outcome.estimated_bytes = estimate
-        outcome.tokens = num_tokens(case.size)
-        results.append(outcome)
-        log(f"[{index}/{len(cases)}] {_describe(outcome)}")
-        if args.out:  # written after every case, so an interrupted run keeps what it measured
+            outcome.tokens = num_tokens(case.size)
+            results.append(outcome)
+            done += 1
+            log(f"[{done}/{len(cases)}] {_describe(outcome)}")
+        if args.out:  # written after every group, so an interrupted run keeps what it measured
             write_json(args.out, _document(args, results, load_start, started))
     return _document(args, results, load_start, started)
+
+
+def _skip_reason(case: Case, budget: float, budget_gb: float) -> str:
+    if case.approach == "gradcam" and load_gradcam() is None:
+        return "GradCAM not importable"
+    estimate = estimated_bytes(case.approach, case.model, case.size, case.batch)
+    if estimate > budget:
+        return f"needs ~{estimate / 2**30:.1f} GB > budget {budget_gb:g} GB"
+    return ""
+
+
+def combine_trials(trials: list[Measurement]) -> Measurement:
+    """One measurement from the trials of a case: medians of the per-trial medians and peaks.
+
+    ``times_s`` keeps every timed call, ``trial_medians_s`` each trial's median; an error in
+    any trial makes the case an error; ``background_cpu`` is the worst trial's.
+    """
+    failed = [trial for trial in trials if trial.status != "ok"]
+    if failed or len(trials) == 1:
+        return failed[0] if failed else trials[0]
+    first = trials[0]
+    allocated = [t.allocated_peak_bytes for t in trials if t.allocated_peak_bytes is not None]
+    backgrounds = [t.background_cpu for t in trials if t.background_cpu is not None]
+    return Measurement(
+        case=first.case,
+        status="ok",
+        reason="; ".join(sorted({t.reason for t in trials if t.reason})),
+        times_s=[time_s for t in trials for time_s in t.times_s],
+        trial_medians_s=[t.median_s for t in trials],
+        warmup_s=first.warmup_s,
+        median_s=statistics.median(t.median_s for t in trials),
+        peak_bytes=int(statistics.median(t.peak_bytes for t in trials)),
+        resident_bytes=int(statistics.median(t.resident_bytes for t in trials)),
+        memory_method=first.memory_method,
+        allocated_peak_bytes=int(statistics.median(allocated)) if allocated else None,
+        load_average=first.load_average,
+        background_cpu=max(backgrounds) if backgrounds else None,
+        background_before=first.background_before,
+    )
 
 
 def _describe(outcome: Measurement) -> str:
@@ -606,8 +749,13 @@ def _describe(outcome: Measurement) -> str:
     if outcome.status != "ok":
         return f"{head}: {outcome.status} ({outcome.reason})"
     background = outcome.background_cpu
+    interleaved = (
+        f" (interleaved {outcome.interleaved_median_s * 1e3:.1f} ms)"
+        if outcome.interleaved_median_s
+        else ""
+    )
     return (
-        f"{head}: {outcome.median_s * 1e3:.1f} ms (n={len(outcome.times_s)}), "
+        f"{head}: {outcome.median_s * 1e3:.1f} ms (n={len(outcome.times_s)}){interleaved}, "
         f"peak +{outcome.peak_bytes / 2**20:.0f} MiB, background CPU "
         + ("-" if background is None else f"{100 * background:.0f}%")
     )
@@ -670,10 +818,19 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "background_cpu": result.get("background_cpu"),
         }
         if result["status"] == "ok":
-            row["time_ms"] = result["median_s"] * 1e3
+            row["timing"] = "isolated"
+            seconds, floor_seconds = result["median_s"], floor and floor["median_s"]
+            if floor and result.get("interleaved_median_s") and floor.get("interleaved_median_s"):
+                row["timing"] = "interleaved"
+                seconds, floor_seconds = (
+                    result["interleaved_median_s"],
+                    floor["interleaved_median_s"],
+                )
+            row["time_ms"] = seconds * 1e3
+            row["isolated_time_ms"] = result["median_s"] * 1e3
             row["peak_mib"] = result["peak_bytes"] / 2**20
             if floor is not None:
-                row["time_ratio"] = result["median_s"] / floor["median_s"]
+                row["time_ratio"] = seconds / floor_seconds
                 row["extra_peak_mib"] = (result["peak_bytes"] - floor["peak_bytes"]) / 2**20
                 row["peak_ratio"] = result["peak_bytes"] / max(floor["peak_bytes"], 1)
                 allocated, floor_allocated = (
@@ -761,7 +918,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     ``RSS`` columns: the high-water mark of the process over its resident set; ``alloc``
     columns: the peak of torch's live allocations (CPU profiler, or CUDA's allocator); ``bg
-    CPU``: the machine's CPU share other processes used during the timed calls.
+    CPU``: the machine's CPU share other processes used during the timed calls. A time marked
+    ``*`` is the interleaved median (``--interleave``), else the isolated one.
     """
     lines = [
         "| model | px | B | N | approach | time (ms) | x floor | RSS peak (MiB) | x floor "
@@ -776,8 +934,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         if row["status"] != "ok":
             lines.append(head + f"| {row['status']}: {row['reason']} |" + " |" * 8)
             continue
+        marker = "*" if row.get("timing") == "interleaved" else ""
         cells = [
-            f"{row['time_ms']:.1f}",
+            f"{row['time_ms']:.1f}{marker}",
             _fmt(row.get("time_ratio"), "x"),
             f"{row['peak_mib']:.0f}",
             _fmt(row.get("peak_ratio"), "x"),
@@ -848,6 +1007,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the extra profiled call that measures torch's allocated peak (CPU)",
     )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=1,
+        help="fresh processes per case, round-robin over the approaches (default 1); the\n"
+        "result is the median of the trials' medians",
+    )
+    parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time each group's approaches round-robin in one process and take the\n"
+        "ratios from there (default: on with --quick)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")
     parser.add_argument(
@@ -875,7 +1048,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=None,
         metavar="FILE",
-        help="measure nothing: print the tables of earlier runs' JSON files, merged",
+        help="measure nothing: print the tables of earlier runs' JSON files, merged\n"
+        "(a case in several files is taken from the last)",
     )
     parser.add_argument(
         "--in-process",
@@ -891,6 +1065,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             setattr(args, key, list(value))
     if "floor" not in args.approaches:
         args.approaches = ["floor", *args.approaches]
+    if args.interleave is None:
+        args.interleave = args.quick
+    if args.trials < 1:
+        parser.error(f"--trials must be >= 1, got {args.trials}")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
     if any(size % PATCH for size in args.sizes):
@@ -899,9 +1077,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def report_files(paths: Sequence[str | Path]) -> dict[str, Any]:
-    """Merge the results of earlier runs, recompute ratios and targets, print the tables."""
+    """Merge the results of earlier runs, recompute ratios and targets, print the tables.
+
+    A case present in several files is taken from the last one (re-measure a disturbed case and
+    pass its file after the original).
+    """
     documents = [json.loads(Path(path).read_text()) for path in paths]
-    results = [result for document in documents for result in document["results"]]
+    latest: dict[tuple[str, int, int, str], dict[str, Any]] = {}
+    for document in documents:  # a case measured again in a later file replaces the earlier one
+        for result in document["results"]:
+            latest[(*_group(result), result["case"]["approach"])] = result
+    results = list(latest.values())
     merged = {
         "suite": "attnexplain speed",
         "machines": [document["machine"] for document in documents],

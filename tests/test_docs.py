@@ -49,8 +49,9 @@ def test_figures_exist_are_small_and_used():
     for figure in figures:
         assert figure.stat().st_size <= MAX_FIGURE_BYTES, figure.name
         assert f"figures/{figure.name}" in pages, f"{figure.name} is not shown on any page"
-    for reference in re.findall(r"figures/([\w.-]+\.png)", pages):
-        assert (DOCS / "figures" / reference).is_file(), reference
+    for page in DOCS.rglob("*.md"):  # every figure a page shows exists, next to the page
+        for reference in re.findall(r"([\w./-]*figures/[\w.-]+\.png)", page.read_text()):
+            assert (page.parent / reference).is_file(), (page.name, reference)
 
 
 def _extension():

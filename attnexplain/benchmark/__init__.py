@@ -7,7 +7,7 @@
 - :mod:`~attnexplain.benchmark.recipes`: settings of published tables.
 - :mod:`~attnexplain.benchmark.cli`: the ``attnexplain benchmark`` subcommand.
 
-Example:
+Examples:
     >>> from attnexplain.benchmark import BenchmarkConfig, open_dataset, run_benchmark
     >>> from attnexplain.zoo import load_default
     >>> model, preprocess = load_default()  # doctest: +SKIP

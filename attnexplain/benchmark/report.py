@@ -84,7 +84,7 @@ def confidence_interval(
     Raises:
         ValueError: for no values or a level outside ``(0, 1)``.
 
-    Example:
+    Examples:
         >>> mean, std, half = confidence_interval([1.0, 2.0, 3.0])
         >>> mean, std, round(half, 3)
         (2.0, 1.0, 2.484)
@@ -496,7 +496,9 @@ def _sessions_text(meta: Mapping[str, Any]) -> str:
     if not sessions:
         return "No session recorded."
     wall = sum(s["wall_seconds"] for s in sessions)
-    lines = [f"Wall time: **{_seconds(wall)}** over {len(sessions)} session(s)."]
+    stopped = sum(not s.get("finished", True) for s in sessions)
+    resumed = f", {stopped} of them interrupted and resumed" if stopped else ""
+    lines = [f"Wall time: **{_seconds(wall)}** over {len(sessions)} session(s){resumed}."]
     machine = sessions[-1].get("machine", {})
     if machine:
         lines.append(

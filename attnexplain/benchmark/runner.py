@@ -557,25 +557,34 @@ def run_benchmark(
                     has_head=session.has_head,
                     config={"batch_size": config.batch_size, "limit": config.limit},
                 )
-                meta.setdefault("sessions", [])
+                # The session is recorded now and updated after every batch, so the wall time
+                # of a session that is killed still counts in the report.
+                current = {
+                    "started": started.isoformat(timespec="seconds"),
+                    "wall_seconds": 0.0,
+                    "world_size": world,
+                    "rows_written": 0,
+                    "finished": False,
+                    "machine": machine_info(session.device),
+                }
+                meta.setdefault("sessions", []).append(current)
                 _write_meta(out, meta)
+
+            def progress(rows_written: int) -> None:
+                if rank == 0:
+                    current.update(wall_seconds=time.perf_counter() - clock)
+                    current.update(rows_written=rows_written)
+                    _write_meta(out, meta)
+
             _barrier(world)
-            written = _score_shard(session, out, total, rank, world, after_batch)
+            written = _score_shard(session, out, total, rank, world, progress, after_batch)
             _barrier(world)
             rows: list[Row] = []
             if rank == 0:
                 # Also folds in rank files a killed multi-process run may have left behind.
                 rows = merge_rows(out, meta["methods"])
-                meta["sessions"].append(
-                    {
-                        "started": started.isoformat(timespec="seconds"),
-                        "wall_seconds": time.perf_counter() - clock,
-                        "world_size": world,
-                        "rows_written": written,
-                        "machine": machine_info(session.device),
-                    }
-                )
-                _write_meta(out, meta)
+                current["finished"] = True
+                progress(written)
             return BenchmarkRun(out, rows, meta, rank == 0)
     finally:
         if created_group:
@@ -590,9 +599,12 @@ def _score_shard(
     total: int,
     rank: int,
     world: int,
+    progress: Callable[[int], None],
     after_batch: Callable[[int], None] | None,
 ) -> int:
     """Score this rank's batches not yet done; returns the number of rows written.
+
+    ``progress`` is called with the rows written so far after each durable batch.
 
     The dataset is cut into fixed batches ``[b * B, (b + 1) * B)`` and rank ``r`` takes the
     batches with ``b % world == r``. Every model call therefore sees the same images as in a
@@ -627,6 +639,7 @@ def _score_shard(
             writer.write_batch(rows)
             done.update(row_key(row) for row in rows)
             written += len(rows)
+            progress(written)
             bar.update(len(indices))
             if after_batch is not None:
                 after_batch(number)

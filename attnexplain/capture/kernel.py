@@ -15,9 +15,10 @@ import torch.nn.functional as F
 
 from attnexplain.capture.probes import Rows
 
-#: Bytes of fp32 scores per chunk: big enough for efficient matmuls, small enough to stay in cache
-#: hierarchies and bound peak memory independently of the sequence length.
-CHUNK_BYTES = 32 * 2**20
+#: Bytes of fp32 scores per chunk: big enough for efficient matmuls (over a hundred query rows of
+#: ViT-B at 896 px), small enough to stay in cache hierarchies and to keep the transient memory
+#: (scores, probabilities, a fused copy) far below one layer's ``N × N`` map at large ``N``.
+CHUNK_BYTES = 8 * 2**20
 
 Consume = Callable[[torch.Tensor, int], None]
 

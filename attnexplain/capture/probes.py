@@ -24,6 +24,9 @@ from attnexplain.capture.layout import TokenLayout
 
 HeadFusion = Literal["mean", "max", "min"]
 
+#: Largest distance matrix (bytes, fp32) :class:`AttentionDistanceProbe` keeps across layers.
+CACHED_DISTANCE_BYTES = 8 * 2**20
+
 
 class Rows(enum.Enum):
     """Which query rows of a layer's attention a probe needs."""
@@ -99,23 +102,40 @@ class CLSRowProbe(AttentionProbe):
 
 
 class FusedAttentionProbe(AttentionProbe):
-    """Head-fused attention matrices ``(B, N, N)`` of the layers from ``start_layer`` on."""
+    """Head-fused attention matrices ``(B, N, N)`` of the layers from ``start_layer`` on.
 
-    def __init__(self, head_fusion: HeadFusion, start_layer: int = 0) -> None:
+    With ``last_layer_cls_row=True`` the last layer gives only its fused CLS row, kept in
+    ``cls_row`` as ``(B, 1, N)``, and runs on the model's fused attention kernel: a product
+    multiplied into the CLS row needs no more of it, and one ``N × N`` matrix fewer is held.
+    """
+
+    def __init__(
+        self, head_fusion: HeadFusion, start_layer: int = 0, last_layer_cls_row: bool = False
+    ) -> None:
         fuse_heads(torch.zeros(1, 1, 1), head_fusion)  # validates head_fusion early
         self.head_fusion = head_fusion
         self.start_layer = start_layer
+        self.last_layer_cls_row = last_layer_cls_row
         self.matrices: dict[int, torch.Tensor] = {}
+        self.cls_row: torch.Tensor | None = None
         self._start = 0
+        self._last = -1
 
     def reset(self, num_layers: int) -> None:
         self._start = self.start_layer % num_layers
+        self._last = num_layers - 1
         self.matrices = {}
+        self.cls_row = None
 
     def rows(self, layer: int) -> Rows:
-        return Rows.ALL if layer >= self._start else Rows.NONE
+        if layer < self._start:
+            return Rows.NONE
+        return Rows.CLS if self.last_layer_cls_row and layer == self._last else Rows.ALL
 
     def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
+        if self.rows(layer) is Rows.CLS:
+            self.cls_row = fuse_heads(probs, self.head_fusion)
+            return
         batch, _, num_rows, num_keys = probs.shape
         matrix = self.matrices.get(layer)
         if matrix is None:
@@ -147,17 +167,52 @@ def patch_distances(layout: TokenLayout, rows: slice, device: torch.device) -> t
     return torch.sqrt(dy * dy + dx * dx)
 
 
+def token_distances(layout: TokenLayout, rows: slice, device: torch.device) -> torch.Tensor:
+    """Rows of :func:`patch_distances` over the whole token sequence, zero at prefix tokens.
+
+    Weighting attention rows by this matrix drops the prefix tokens on both axes without slicing
+    (and copying) the probabilities.
+
+    Args:
+        layout: token layout of the forward.
+        rows: slice of token indices (prefix tokens first) for the query rows.
+        device: where to build the matrix.
+
+    Returns:
+        ``(len(rows), N)`` float32 distances in pixels, ``N = layout.num_tokens``.
+    """
+    prefix = layout.num_prefix_tokens
+    first, last, _ = rows.indices(layout.num_tokens)
+    distances = torch.zeros(max(last - first, 0), layout.num_tokens, device=device)
+    patch_rows = slice(max(first, prefix) - prefix, max(last, prefix) - prefix)
+    if patch_rows.stop > patch_rows.start:
+        _, width = layout.grid
+        index = torch.arange(layout.num_patches, device=device)
+        scale = torch.tensor(layout.patch_size, dtype=torch.float32, device=device)
+        coords = torch.stack([index // width, index % width], dim=1).float() * scale
+        # Exact Euclidean distances: the matmul shortcut loses digits to cancellation.
+        distances[max(first, prefix) - first :, prefix:] = torch.cdist(
+            coords[patch_rows], coords, compute_mode="donot_use_mm_for_euclid_dist"
+        )
+    return distances
+
+
 class AttentionDistanceProbe(AttentionProbe):
     """Running sums of ``Σ_k a_qk · d_qk`` over patch queries, per layer and head.
 
     ``sums[layer]`` is ``(B, heads)``; divide by the number of patches for the mean distance.
     Prefix tokens are dropped on both axes; with ``renormalize`` each patch-to-patch row is
-    rescaled to sum to 1 first.
+    rescaled to sum to 1 first. Each chunk is reduced by one matrix-vector product against the
+    chunk's distance rows (:func:`token_distances`), a single read of the probabilities. The
+    whole distance matrix is kept across layers only while it is small (at most
+    :data:`CACHED_DISTANCE_BYTES`); beyond that its rows are rebuilt per chunk, so the probe
+    never holds ``N × N`` values.
     """
 
     def __init__(self, renormalize: bool = False) -> None:
         self.renormalize = renormalize
         self.sums: dict[int, torch.Tensor] = {}
+        self._cached: tuple[TokenLayout, torch.device, torch.Tensor] | None = None
 
     def reset(self, num_layers: int) -> None:
         self.sums = {}
@@ -165,17 +220,26 @@ class AttentionDistanceProbe(AttentionProbe):
     def rows(self, layer: int) -> Rows:
         return Rows.ALL
 
+    def _distance_rows(
+        self, layout: TokenLayout, rows: slice, device: torch.device
+    ) -> torch.Tensor:
+        if layout.num_tokens**2 * 4 > CACHED_DISTANCE_BYTES:
+            return token_distances(layout, rows, device)
+        if self._cached is None or self._cached[:2] != (layout, device):
+            self._cached = (layout, device, token_distances(layout, slice(None), device))
+        return self._cached[2][rows]
+
     def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
-        prefix = layout.num_prefix_tokens
-        first = max(row_start, prefix)
-        last = row_start + probs.shape[2]
-        if first >= last:
-            return
-        weights = probs[:, :, first - row_start : last - row_start, prefix:]
+        batch, heads, num_rows, num_keys = probs.shape
+        rows = slice(row_start, row_start + num_rows)
+        distances = self._distance_rows(layout, rows, probs.device)
         if self.renormalize:
-            weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        distances = patch_distances(layout, slice(first - prefix, last - prefix), probs.device)
-        contribution = torch.einsum("bhqk,qk->bh", weights, distances)
+            weighted = (probs * distances).sum(dim=-1)
+            patch_mass = probs[..., layout.num_prefix_tokens :].sum(dim=-1).clamp_min(1e-12)
+            contribution = (weighted / patch_mass).sum(dim=-1)
+        else:
+            flat = probs.reshape(batch * heads, num_rows * num_keys)
+            contribution = (flat @ distances.reshape(-1)).view(batch, heads)
         self.sums[layer] = self.sums.get(layer, 0) + contribution
 
 

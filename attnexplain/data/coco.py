@@ -58,7 +58,7 @@ class COCOInstances:
         ValueError: if ``category_ids`` names a category the file does not have, or
             ``min_area`` is negative.
 
-    Example:
+    Examples:
         >>> coco = COCOInstances(  # doctest: +SKIP
         ...     "coco/val2017", "coco/annotations/instances_val2017.json", category_ids=[1]
         ... )

@@ -50,7 +50,7 @@ class ImageNetSegmentation:
         ValueError: if the file is not HDF5 (a pre-v7.3 ``.mat``) or lacks ``value/img`` and
             ``value/gt`` of equal length.
 
-    Example:
+    Examples:
         >>> data = ImageNetSegmentation("data/gtsegs_ijcv.mat")  # doctest: +SKIP
         >>> len(data), data[0].mask.shape  # doctest: +SKIP
         (4276, torch.Size([375, 500]))

@@ -20,7 +20,7 @@ How an image is built, in order:
    a photograph (so a uint8 cache of the images is lossless).
 
 Difficulty knobs (chosen so a small ViT trained on CPU for 30 minutes reaches >= 95 % accuracy,
-see ``attnexplain/zoo/MODEL_CARD.md``): the object's circumradius is 20-32 % of the image side and
+see ``attnexplain/zoo/MODEL_CARD.md``): the object's circumradius is 25-35 % of the image side and
 its colour is at least :data:`MIN_CONTRAST` (RGB Euclidean distance) from the mean background
 under it; the background's contrast is scaled by 0.4-0.9 and it is blurred (sigma 0.5-1.5 px), so
 the clutter stays photographic but the object's outline is the strongest edge.
@@ -60,7 +60,7 @@ _SPLIT_SEED_SPAN = 10**9
 MIN_CONTRAST = 0.4
 """Least RGB Euclidean distance between the object's mean colour and the background under it."""
 
-_RADIUS_RANGE = (0.2, 0.32)  # object circumradius, as a fraction of the image side
+_RADIUS_RANGE = (0.25, 0.35)  # object circumradius, as a fraction of the image side
 _RGB_BACKGROUNDS = (
     "astronaut",
     "coffee",
@@ -344,7 +344,7 @@ class SyntheticShapes(Dataset):
     Raises:
         ValueError: if ``split`` is unknown or ``size`` is out of range.
 
-    Example:
+    Examples:
         >>> sample = SyntheticShapes("test", size=8)[3]
         >>> sample.image.shape, sample.image_id
         (torch.Size([3, 96, 96]), 'synthetic-test-000003')

@@ -95,7 +95,7 @@ class VOCSegmentation:
             image's JPEG/PNGs is missing; the message names the expected path.
         ValueError: if ``split`` is unknown or the image set lists no ids.
 
-    Example:
+    Examples:
         >>> voc = VOCSegmentation("data/VOCdevkit/VOC2012", split="val")  # doctest: +SKIP
         >>> sample = voc[0]  # doctest: +SKIP
         >>> CLASS_NAMES[sample.label], sample.image.shape  # doctest: +SKIP

@@ -36,7 +36,7 @@ def forward_function(model: nn.Module | ModelAdapter) -> Callable[[torch.Tensor]
         TypeError: if ``model`` is not a module.
         UnsupportedModelError: if the model has no attention this library can read.
 
-    Example:
+    Examples:
         >>> from captum.attr import IntegratedGradients  # doctest: +SKIP
         >>> ig = IntegratedGradients(forward_function(model))  # doctest: +SKIP
         >>> attributions = ig.attribute(x, target=3)  # (B, C, H, W)  # doctest: +SKIP

@@ -31,7 +31,7 @@ class MeanAttentionDistance(ViTAttribution):
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, layers, heads)`` in pixels.
 
-    Example:
+    Examples:
         >>> distances = MeanAttentionDistance(model).attribute(x)  # doctest: +SKIP
     """
 

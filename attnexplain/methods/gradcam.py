@@ -141,7 +141,7 @@ class GradCAM(MapAttribution):
         TypeError: for a ``layer`` of another type.
         UnsupportedModelError: at ``attribute``, for a model without a classification head.
 
-    Example:
+    Examples:
         >>> cam = GradCAM(model).attribute(x, target=[3, 7])  # (2, 1, H, W)  # doctest: +SKIP
         >>> cam = GradCAM(model, layer="blocks.10.norm1").attribute(x)  # doctest: +SKIP
     """

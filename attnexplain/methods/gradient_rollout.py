@@ -50,7 +50,7 @@ class GradientWeightedRollout(MapAttribution):
             autograd graph (currently torchvision's ``nn.MultiheadAttention``, whose returned
             weights the output is not computed from).
 
-    Example:
+    Examples:
         >>> maps = GradientWeightedRollout(model).attribute(x, target=[1, 3])  # doctest: +SKIP
     """
 

@@ -35,7 +35,7 @@ class RawCLSAttention(MapAttribution):
         ValueError: for a bad ``layer`` or ``head_fusion``.
         UnsupportedModelError: for a model without a CLS token.
 
-    Example:
+    Examples:
         >>> maps = RawCLSAttention(model, head_fusion=None).attribute(x)  # doctest: +SKIP
     """
 

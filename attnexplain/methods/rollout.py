@@ -54,7 +54,9 @@ class AttentionRollout(MapAttribution):
     CLS row over the patch tokens, unscaled.
 
     Only the head-fused matrices are kept, and the CLS row is multiplied through them from the
-    last layer down (:math:`O(L N^2)`); :meth:`joint_attention` forms the full product.
+    last layer down (:math:`O(L N^2)`); without ``discard_ratio`` the last layer contributes
+    just its CLS row, computed alone while the layer keeps its fused attention kernel.
+    :meth:`joint_attention` forms the full product.
 
     Args:
         model: any supported vision transformer (or its adapter).
@@ -71,7 +73,7 @@ class AttentionRollout(MapAttribution):
         ValueError: for a bad ``head_fusion``, ``discard_ratio`` or ``start_layer``.
         UnsupportedModelError: for a model without a CLS token.
 
-    Example:
+    Examples:
         >>> rollout = AttentionRollout(model, discard_ratio=0.9)  # doctest: +SKIP
         >>> maps = rollout.attribute(x)  # doctest: +SKIP
     """
@@ -96,23 +98,39 @@ class AttentionRollout(MapAttribution):
         self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
         self.cls_index = require_cls_token(self.adapter, type(self).__name__)
 
-    def _layer_matrices(self, inputs: torch.Tensor) -> tuple[list[torch.Tensor], TokenLayout]:
-        """Per-layer ``(B, N, N)`` matrices :math:`\\hat A^{(l)}`, from ``start_layer`` on."""
-        probe = FusedAttentionProbe(self.head_fusion, self.start_layer)
+    def _layer_matrices(
+        self, inputs: torch.Tensor, last_layer_cls_row: bool = False
+    ) -> tuple[list[torch.Tensor], TokenLayout]:
+        """Per-layer matrices :math:`\\hat A^{(l)}`, from ``start_layer`` on.
+
+        Each is ``(B, N, N)``, except the last one with ``last_layer_cls_row=True``: its CLS
+        row ``(B, 1, N)`` only (captured alone, which needs ``discard_ratio == 0``, since the
+        discarded entries are ranked over the whole matrix).
+        """
+        last_layer_cls_row = last_layer_cls_row and self.discard_ratio == 0.0
+        probe = FusedAttentionProbe(self.head_fusion, self.start_layer, last_layer_cls_row)
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
         keep = self.cls_index
         matrices = []
         for layer in range(self.start_layer, self.adapter.num_layers):
-            fused = probe.matrices.pop(layer)
-            matrices.append(residual_normalise(discard_lowest(fused, self.discard_ratio, keep)))
+            if layer in probe.matrices:
+                fused = discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep)
+                matrices.append(residual_normalise(fused))
+        if last_layer_cls_row:
+            row = probe.cls_row
+            row[..., keep] += 1.0  # the identity's entry in the CLS row
+            matrices.append(row.div_(row.sum(dim=-1, keepdim=True)))
         return matrices, layout
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
-        matrices, layout = self._layer_matrices(inputs)
+        matrices, layout = self._layer_matrices(inputs, last_layer_cls_row=True)
         with full_precision(inputs.device):
-            row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
-            row[..., self.cls_index] = 1.0
+            if matrices[-1].shape[1] == 1:
+                row = matrices.pop()
+            else:
+                row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
+                row[..., self.cls_index] = 1.0
             for matrix in reversed(matrices):
                 row = torch.bmm(row, matrix)
         return patch_tokens_to_grid(row, layout), layout

@@ -46,7 +46,7 @@ def random_map(
         TypeError: if a size is not an int.
         ValueError: if a size is < 1.
 
-    Example:
+    Examples:
         >>> random_map(2, 4, 4, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([2, 1, 4, 4])
     """
@@ -82,7 +82,7 @@ def centre_gaussian_map(
         TypeError: if a size is not an int.
         ValueError: if a size is < 1 or ``sigma_fraction <= 0``.
 
-    Example:
+    Examples:
         >>> centre_gaussian_map(1, 3, 3)[0, 0, 1, 1].item()
         1.0
     """

@@ -257,7 +257,7 @@ class DeletionInsertion(FaithfulnessMetric):
         ValueError: on an unknown ``mode``/``baseline`` or a non-positive size; at call time,
             if ``steps`` exceeds the number of patches.
 
-    Example:
+    Examples:
         >>> import torch
         >>> forward_fn = lambda x: torch.stack([x.mean((1, 2, 3)), 1 - x.mean((1, 2, 3))], 1)
         >>> metric = DeletionInsertion(forward_fn, mode="deletion", patch_size=4)

@@ -13,7 +13,7 @@ scored the same way.
 Degenerate inputs (empty mask, full mask, constant or all-zero map) never give NaN; each
 metric's docstring states the value it returns instead.
 
-Example:
+Examples:
     >>> import torch
     >>> from attnexplain.metrics import EnergyPointingGame
     >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool)

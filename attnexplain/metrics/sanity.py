@@ -35,7 +35,7 @@ def default_layer_order(model: nn.Module) -> list[str]:
     Returns:
         Module names (as in ``model.named_modules()``), output side first.
 
-    Example:
+    Examples:
         >>> default_layer_order(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Linear(4, 2)))
         ['2', '0']
     """
@@ -110,7 +110,7 @@ def cascading_randomization(
             without parameters; if ``explain_fn`` returns maps of another shape than at the
             first step, an empty batch, or NaN/infinite values.
 
-    Example:
+    Examples:
         >>> model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
         >>> def saliency(m, x, t):
         ...     x = x.clone().requires_grad_()

@@ -49,7 +49,7 @@ class Preprocess:
     Raises:
         ValueError: if ``mean`` or ``std`` does not have 3 values or ``std`` is not positive.
 
-    Example:
+    Examples:
         >>> preprocess = Preprocess(96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
         >>> preprocess(torch.rand(3, 128, 128)).shape
         torch.Size([1, 3, 96, 96])
@@ -177,7 +177,7 @@ def load_default(
         ``(B, 6)`` over :data:`attnexplain.data.synthetic.CLASS_NAMES`, and the
         :class:`Preprocess` it was trained with.
 
-    Example:
+    Examples:
         >>> model, preprocess = load_default()
         >>> sample = default_samples(1)[0]
         >>> model(pixel_values=preprocess(sample.image)).logits.shape

@@ -9,9 +9,7 @@ a docstring this extension rewrites
   somewhere in the docs, plain code otherwise (so strict mode never fails on a target the API
   pages do not show, such as an external ``torch`` class);
 - ``:math:`x``` into arithmatex inline math ``$x$`` and a ``.. math::`` directive into a
-  ``$$ ... $$`` block;
-- a singular ``Example:`` section title into ``Examples:`` (Napoleon reads both the same way;
-  Griffe renders only the plural as doctest code and the singular as Markdown text).
+  ``$$ ... $$`` block.
 
 Short names (``:func:`resolve_adapter```) are resolved in the scope of the documented object,
 like Sphinx does, with Griffe's own name resolution.
@@ -28,7 +26,6 @@ import griffe
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|data|mod|exc|obj|const):`(~?)([^`]+)`")
 _MATH_ROLE = re.compile(r":math:`([^`]+)`")
-_EXAMPLE_TITLE = re.compile(r"^([ \t]*)Example:[ \t]*$", flags=re.MULTILINE)
 _MATH_DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<first>.*)$")
 
 
@@ -99,8 +96,7 @@ class SphinxRoles(griffe.Extension):
 
     def _visit(self, obj: griffe.Object) -> None:
         if obj.docstring is not None:
-            text = _EXAMPLE_TITLE.sub(r"\1Examples:", obj.docstring.value)
-            obj.docstring.value = _roles(obj, _math(text))
+            obj.docstring.value = _roles(obj, _math(obj.docstring.value))
         for member in obj.members.values():
             if not member.is_alias:
                 self._visit(member)

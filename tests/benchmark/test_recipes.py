@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from attnexplain.benchmark.cli import main
 from attnexplain.benchmark.recipes import RECIPES, get_recipe
@@ -17,14 +15,6 @@ from attnexplain.benchmark.report import compare_runs
 from tests.benchmark.helpers import save_tiny_model
 
 RECIPES_MD = Path(__file__).resolve().parents[2] / "benchmarks" / "recipes.md"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_recipe(name: str, model: Path, dataset: str, out: Path) -> dict:

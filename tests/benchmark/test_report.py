@@ -69,6 +69,7 @@ META = {
         {
             "wall_seconds": 12.0,
             "world_size": 1,
+            "finished": True,
             "machine": {"processor": "x86_64", "cpu_count": 2, "torch_threads": 1},
         }
     ],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -34,17 +33,6 @@ ALL_METHODS = ["raw", "raw_heads", "rollout", *BASELINES]
 
 class Killed(RuntimeError):
     """Stands for a kill: raised from the after-batch hook."""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Module scope, so the shared reference run uses the same thread count as every test (float
-    # kernels round differently with other thread counts); one thread, because two cores shared
-    # with other jobs stall badly when oversubscribed.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +108,14 @@ def test_resume_after_kill_loses_and_repeats_nothing(model, data, full_run, tmp_
         )
     partial = read_rows([tmp_path / "results.jsonl"])
     assert len(partial) == 2 * CONFIG.batch_size * len(ALL_METHODS)
+    killed = json.loads((tmp_path / "run.json").read_text())["sessions"][0]
+    assert not killed["finished"] and killed["rows_written"] == len(partial)
+    assert killed["wall_seconds"] > 0
 
     resumed = run_benchmark(model, tiny_preprocess(), data, tmp_path, CONFIG)
     assert comparable(resumed.rows) == comparable(full_run.rows)
     assert resumed.meta["sessions"][-1]["rows_written"] == len(full_run.rows) - len(partial)
+    assert [s["finished"] for s in resumed.meta["sessions"]] == [False, True]
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == len(set(lines)) == len(full_run.rows)
 

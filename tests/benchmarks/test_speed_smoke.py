@@ -16,7 +16,7 @@ def test_suite_runs_in_child_processes_and_writes_json(tmp_path):
     out = tmp_path / "speed.json"
     document = speed.main(
         ["--models", "tiny-test", "--sizes", "32", "--batches", "1", "--repeats", "1",
-         "--out", str(out)]
+         "--interleave", "--out", str(out)]
     )  # fmt: skip
 
     written = json.loads(out.read_text())
@@ -31,8 +31,10 @@ def test_suite_runs_in_child_processes_and_writes_json(tmp_path):
         assert result["status"] == "ok", (approach, result["reason"])
         assert len(result["times_s"]) == 1 and result["median_s"] > 0
         assert result["peak_bytes"] >= 0 and result["memory_method"]
+        assert result["allocated_peak_bytes"] >= 0
+        assert len(result["interleaved_times_s"]) == 1 and result["interleaved_median_s"] > 0
     floor = next(row for row in written["ratios"] if row["approach"] == "floor")
-    assert floor["time_ratio"] == 1.0
+    assert floor["time_ratio"] == 1.0 and floor["timing"] == "interleaved"
     assert {check["approach"] for check in written["targets"]} >= {"raw_cls", "rollout", "mad"}
 
 
@@ -56,3 +58,18 @@ def test_peer_rollout_matches_attention_rollout():
     peer = speed.peer_rollout(output.attentions)
     ours = attnexplain.AttentionRollout(model).attribute(inputs, upsample=False)
     torch.testing.assert_close(ours.flatten(1), peer, rtol=1e-4, atol=1e-6)
+
+
+def test_trials_combine_to_medians():
+    case = {"model": "tiny-test", "size": 32, "batch": 1, "approach": "floor"}
+    trials = [
+        speed.Measurement(case=case, status="ok", times_s=[t, t], median_s=t, peak_bytes=p,
+                          resident_bytes=10, allocated_peak_bytes=p, background_cpu=b)
+        for t, p, b in ((1.0, 100, 0.0), (3.0, 300, 0.2), (2.0, 200, 0.1))
+    ]  # fmt: skip
+    combined = speed.combine_trials(trials)
+    assert combined.median_s == 2.0 and combined.trial_medians_s == [1.0, 3.0, 2.0]
+    assert combined.peak_bytes == 200 and combined.allocated_peak_bytes == 200
+    assert len(combined.times_s) == 6 and combined.background_cpu == 0.2
+    failed = speed.Measurement(case=case, status="error", reason="boom")
+    assert speed.combine_trials([trials[0], failed]).status == "error"

@@ -46,7 +46,7 @@ def test_every_class_appears_and_masks_are_non_empty() -> None:
     assert len(CLASS_NAMES) >= 6
     assert {label for _, label, _ in samples} == set(range(len(CLASS_NAMES)))
     for _, _, mask in samples:
-        # The whole object lies inside the frame, at 20-32 % of the side as circumradius.
+        # The whole object lies inside the frame, at 25-35 % of the side as circumradius.
         assert 200 < int(mask.sum()) < 0.4 * mask.numel()
         assert not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 

@@ -45,9 +45,9 @@ def test_shipped_model_classifies_held_out_images(default_model) -> None:
     with torch.no_grad():
         predicted = model(pixel_values=preprocess(images)).logits.argmax(dim=1)
     accuracy = (predicted == labels).float().mean().item()
-    # The shipped model reaches 61.7 % on 1,000 test images (MODEL_CARD.md); 0.45 on 64 images is
-    # far above chance (1/6) and fails for untrained or mismatched weights.
-    assert accuracy >= 0.45, f"accuracy {accuracy:.3f} on 64 test images"
+    # MODEL_CARD.md gives the accuracy on 1,000 test images; 0.9 on these 64 leaves room for a
+    # retrained model's sampling noise and fails for untrained, mismatched or weak weights.
+    assert accuracy >= 0.9, f"accuracy {accuracy:.3f} on 64 test images"
 
 
 def test_default_samples_come_from_the_test_split() -> None:
