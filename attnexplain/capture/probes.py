@@ -160,11 +160,10 @@ def patch_distances(layout: TokenLayout, rows: slice, device: torch.device) -> t
     """
     _, width = layout.grid
     index = torch.arange(layout.num_patches, device=device)
-    y = (index // width).float() * layout.patch_size[0]
-    x = (index % width).float() * layout.patch_size[1]
-    dy = y[rows, None] - y[None, :]
-    dx = x[rows, None] - x[None, :]
-    return torch.sqrt(dy * dy + dx * dx)
+    scale = torch.tensor(layout.patch_size, dtype=torch.float32, device=device)
+    coords = torch.stack([index // width, index % width], dim=1).float() * scale
+    # Exact Euclidean distances: the matmul shortcut loses digits to cancellation.
+    return torch.cdist(coords[rows], coords, compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def token_distances(layout: TokenLayout, rows: slice, device: torch.device) -> torch.Tensor:
@@ -186,13 +185,8 @@ def token_distances(layout: TokenLayout, rows: slice, device: torch.device) -> t
     distances = torch.zeros(max(last - first, 0), layout.num_tokens, device=device)
     patch_rows = slice(max(first, prefix) - prefix, max(last, prefix) - prefix)
     if patch_rows.stop > patch_rows.start:
-        _, width = layout.grid
-        index = torch.arange(layout.num_patches, device=device)
-        scale = torch.tensor(layout.patch_size, dtype=torch.float32, device=device)
-        coords = torch.stack([index // width, index % width], dim=1).float() * scale
-        # Exact Euclidean distances: the matmul shortcut loses digits to cancellation.
-        distances[max(first, prefix) - first :, prefix:] = torch.cdist(
-            coords[patch_rows], coords, compute_mode="donot_use_mm_for_euclid_dist"
+        distances[max(first, prefix) - first :, prefix:] = patch_distances(
+            layout, patch_rows, device
         )
     return distances
 
