@@ -297,7 +297,9 @@ class AveragePrecision(LocalisationMetric):
             mask = torch.cat([~mask, mask])
         if not mask.any():
             return 0.0
-        return float(average_precision_score(mask.numpy(), normalised.numpy()))
+        # sklearn sums precision x recall steps and can land a rounding step above 1 (e.g. on a
+        # mask covering the whole image); AP is at most 1 by definition.
+        return min(1.0, float(average_precision_score(mask.numpy(), normalised.numpy())))
 
 
 class AUROC(LocalisationMetric):
