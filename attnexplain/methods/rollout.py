@@ -100,35 +100,33 @@ class AttentionRollout(MapAttribution):
 
     def _layer_matrices(
         self, inputs: torch.Tensor, last_layer_cls_row: bool = False
-    ) -> tuple[list[torch.Tensor], TokenLayout]:
-        """Per-layer matrices :math:`\\hat A^{(l)}`, from ``start_layer`` on.
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None, TokenLayout]:
+        """Per-layer ``(B, N, N)`` matrices :math:`\\hat A^{(l)}`, from ``start_layer`` on.
 
-        Each is ``(B, N, N)``, except the last one with ``last_layer_cls_row=True``: its CLS
-        row ``(B, 1, N)`` only (captured alone, which needs ``discard_ratio == 0``, since the
-        discarded entries are ranked over the whole matrix).
+        With ``last_layer_cls_row=True`` and no ``discard_ratio`` (whose ranking needs the whole
+        matrix), the last layer is captured as its CLS row of :math:`\\hat A^{(L-1)}` only,
+        ``(B, 1, N)``, returned second (``None`` otherwise) and left out of the list.
         """
         last_layer_cls_row = last_layer_cls_row and self.discard_ratio == 0.0
         probe = FusedAttentionProbe(self.head_fusion, self.start_layer, last_layer_cls_row)
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
         keep = self.cls_index
-        matrices = []
-        for layer in range(self.start_layer, self.adapter.num_layers):
-            if layer in probe.matrices:
-                fused = discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep)
-                matrices.append(residual_normalise(fused))
-        if last_layer_cls_row:
-            row = probe.cls_row
-            row[..., keep] += 1.0  # the identity's entry in the CLS row
-            matrices.append(row.div_(row.sum(dim=-1, keepdim=True)))
-        return matrices, layout
+        matrices = [
+            residual_normalise(discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep))
+            for layer in range(self.start_layer, self.adapter.num_layers)
+            if layer in probe.matrices
+        ]
+        cls_row = probe.cls_row
+        if cls_row is not None:
+            cls_row[..., keep] += 1.0  # the identity's entry in the CLS row
+            cls_row = cls_row.div_(cls_row.sum(dim=-1, keepdim=True))
+        return matrices, cls_row, layout
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
-        matrices, layout = self._layer_matrices(inputs, last_layer_cls_row=True)
+        matrices, row, layout = self._layer_matrices(inputs, last_layer_cls_row=True)
         with full_precision(inputs.device):
-            if matrices[-1].shape[1] == 1:
-                row = matrices.pop()
-            else:
+            if row is None:
                 row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
                 row[..., self.cls_index] = 1.0
             for matrix in reversed(matrices):
@@ -145,7 +143,7 @@ class AttentionRollout(MapAttribution):
             ``(B, N, N)`` joint attention over all tokens (prefix first) and the layout.
         """
         inputs = self.validate_inputs(inputs)
-        matrices, layout = self._layer_matrices(inputs)
+        matrices, _, layout = self._layer_matrices(inputs)
         joint = matrices[0]
         with full_precision(inputs.device):
             for matrix in matrices[1:]:
