@@ -32,6 +32,12 @@ from attnexplain.data.synthetic import CLASS_NAMES, SPLIT_SEED_OFFSETS, generate
 from attnexplain.zoo import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE, Preprocess
 
 
+def _one_thread() -> None:
+    # Generation is numpy work; torch's default of one intra-op thread per core in every worker
+    # oversubscribes the cores and made the pool 2.4x slower than a single process.
+    torch.set_num_threads(1)
+
+
 def _uint8_sample(seed: int, image_size: int) -> tuple[np.ndarray, int]:
     image, label, _ = generate_sample(seed, image_size)
     return (image * 255).round().to(torch.uint8).numpy(), label
@@ -54,7 +60,7 @@ def generate_split(
     seeds = range(SPLIT_SEED_OFFSETS[split], SPLIT_SEED_OFFSETS[split] + size)
     make = partial(_uint8_sample, image_size=image_size)
     if workers > 1:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn").Pool(workers, _one_thread) as pool:
             samples = pool.map(make, seeds, chunksize=256)
     else:
         samples = [make(seed) for seed in seeds]
@@ -64,9 +70,23 @@ def generate_split(
 
 
 def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of a uint8 ``(N, 3, H, W)`` cache, in ``[0, 1]``."""
-    pixels = images.permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
-    return pixels.mean(dim=1).tolist(), pixels.std(dim=1).tolist()
+    """Per-channel mean and standard deviation of a uint8 ``(N, 3, H, W)`` cache, in ``[0, 1]``.
+
+    Exact float64 sums accumulated over chunks of images, so memory stays bounded: a float64
+    copy of the 32,000-image training cache alone would take 7 GB.
+    """
+    sums = torch.zeros(3, dtype=torch.float64)
+    squares = torch.zeros(3, dtype=torch.float64)
+    for chunk in images.split(1024):
+        values = chunk.double()
+        sums += values.sum(dim=(0, 2, 3))
+        squares += values.square().sum(dim=(0, 2, 3))
+    count = images.numel() // 3
+    mean = sums / count
+    # Bessel-corrected like torch.std. Both sums are of integers and stay far below 2**53 (1.9e13
+    # for the training cache), so they are exact and the one-pass formula loses nothing to them.
+    variance = (squares - count * mean.square()) / (count - 1)
+    return (mean / 255.0).tolist(), (variance.sqrt() / 255.0).tolist()
 
 
 def random_dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -150,16 +170,24 @@ def sincos_position_init_(model: ViTForImageClassification) -> None:
 
 
 def build_model(
-    image_size: int, patch_size: int, hidden_size: int, layers: int, heads: int
+    image_size: int,
+    patch_size: int,
+    hidden_size: int,
+    layers: int,
+    heads: int,
+    intermediate_size: int | None = None,
 ) -> ViTForImageClassification:
-    """A randomly initialised ViT classifier over :data:`CLASS_NAMES`."""
+    """A randomly initialised ViT classifier over :data:`CLASS_NAMES`.
+
+    ``intermediate_size`` is the MLP width, ``4 * hidden_size`` (ViT's ratio) when ``None``.
+    """
     config = ViTConfig(
         image_size=image_size,
         patch_size=patch_size,
         hidden_size=hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        intermediate_size=4 * hidden_size,
+        intermediate_size=intermediate_size or 4 * hidden_size,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         num_labels=len(CLASS_NAMES),
@@ -212,13 +240,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--patch-size", type=int, default=12)
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--train-size", type=int, default=32_000)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--intermediate-size", type=int, default=256, help="MLP width")
+    parser.add_argument("--train-size", type=int, default=40_000)
     parser.add_argument("--val-size", type=int, default=1_000)
     parser.add_argument("--test-size", type=int, default=1_000)
-    parser.add_argument("--steps", type=int, default=6_700)
+    parser.add_argument("--steps", type=int, default=7_000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
@@ -245,7 +274,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     preprocess = Preprocess(args.image_size, mean, std)
     log(f"generated {len(train_images)} train / {len(val_images)} val images; {preprocess}")
 
-    model = build_model(args.image_size, args.patch_size, args.hidden_size, args.layers, args.heads)
+    model = build_model(
+        args.image_size,
+        args.patch_size,
+        args.hidden_size,
+        args.layers,
+        args.heads,
+        args.intermediate_size,
+    )
     mimetic_attention_init_(model, torch.Generator().manual_seed(args.seed))
     sincos_position_init_(model)
     model.train()

@@ -15,6 +15,7 @@ from attnexplain.data.synthetic import CLASS_NAMES, generate_sample
 from attnexplain.zoo import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE, Preprocess
 from attnexplain.zoo.train import (
     build_model,
+    channel_statistics,
     generate_split,
     main,
     mimetic_attention_init_,
@@ -29,6 +30,16 @@ WIDTH, HEADS = 32, 4
 @pytest.fixture
 def model():
     return build_model(image_size=32, patch_size=8, hidden_size=WIDTH, layers=2, heads=HEADS)
+
+
+def test_channel_statistics_match_the_direct_formula_across_chunks() -> None:
+    # 2,500 images span three chunks of the streaming sums, the last one partial.
+    images = torch.randint(0, 256, (2500, 3, 4, 5), dtype=torch.uint8)
+    images[:, 1] //= 4  # channels with different statistics
+    pixels = images.permute(1, 0, 2, 3).reshape(3, -1).double() / 255.0
+    mean, std = channel_statistics(images)
+    np.testing.assert_allclose(mean, pixels.mean(dim=1).numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(std, pixels.std(dim=1).numpy(), rtol=0, atol=1e-12)
 
 
 def test_uint8_cache_is_the_generator_output_losslessly() -> None:
@@ -106,7 +117,8 @@ def test_sincos_position_init_matches_the_2d_table(model) -> None:
 def test_a_tiny_run_writes_loadable_model_files(tmp_path, capsys) -> None:
     main([
         "--out", str(tmp_path), "--image-size", "32", "--patch-size", "8", "--hidden-size", "32",
-        "--layers", "1", "--heads", "2", "--train-size", "24", "--val-size", "12",
+        "--layers", "1", "--heads", "2", "--intermediate-size", "48", "--train-size", "24",
+        "--val-size", "12",
         "--test-size", "12", "--steps", "3", "--batch-size", "8", "--warmup", "1",
         "--eval-every", "2", "--threads", "1",
     ])  # fmt: skip
@@ -115,6 +127,7 @@ def test_a_tiny_run_writes_loadable_model_files(tmp_path, capsys) -> None:
 
     config = ViTConfig.from_json_file(tmp_path / CONFIG_FILE)
     assert config.id2label == dict(enumerate(CLASS_NAMES)) and config.patch_size == 8
+    assert config.num_attention_heads == 2 and config.intermediate_size == 48
     model = ViTForImageClassification(config)
     missing, unexpected = model.load_state_dict(load_file(tmp_path / WEIGHTS_FILE), strict=False)
     assert not missing and not unexpected
