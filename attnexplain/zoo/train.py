@@ -34,7 +34,7 @@ from attnexplain.zoo import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE, Prepro
 
 def _one_thread() -> None:
     # Generation is numpy work; torch's default of one intra-op thread per core in every worker
-    # oversubscribes the cores and made the pool 2.4x slower than a single process.
+    # oversubscribes the cores and made the pool 2.2x slower than a single process.
     torch.set_num_threads(1)
 
 
