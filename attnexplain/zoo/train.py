@@ -72,8 +72,8 @@ def generate_split(
 def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of a uint8 ``(N, 3, H, W)`` cache, in ``[0, 1]``.
 
-    Exact float64 sums accumulated over chunks of images, so memory stays bounded: a float64
-    copy of the 32,000-image training cache alone would take 7 GB.
+    Float64 sums accumulated over chunks of images, so memory stays bounded: a float64 copy of
+    the 40,000-image training cache would take 8.8 GB.
     """
     sums = torch.zeros(3, dtype=torch.float64)
     squares = torch.zeros(3, dtype=torch.float64)
@@ -83,8 +83,8 @@ def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
         squares += values.square().sum(dim=(0, 2, 3))
     count = images.numel() // 3
     mean = sums / count
-    # Bessel-corrected like torch.std. Both sums are of integers and stay far below 2**53 (1.9e13
-    # for the training cache), so they are exact and the one-pass formula loses nothing to them.
+    # Bessel-corrected like torch.std. Both sums are of integers below 2**53 (at most 2.4e13 for
+    # the training cache), hence exact; only the final subtraction rounds.
     variance = (squares - count * mean.square()) / (count - 1)
     return (mean / 255.0).tolist(), (variance.sqrt() / 255.0).tolist()
 
@@ -187,7 +187,7 @@ def build_model(
         hidden_size=hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        intermediate_size=intermediate_size or 4 * hidden_size,
+        intermediate_size=4 * hidden_size if intermediate_size is None else intermediate_size,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
         num_labels=len(CLASS_NAMES),
