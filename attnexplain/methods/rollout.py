@@ -36,9 +36,18 @@ def discard_lowest(matrices: torch.Tensor, ratio: float, keep_index: int | None)
     return matrices
 
 
-def residual_normalise(matrices: torch.Tensor) -> torch.Tensor:
-    """``(A + I)`` with every row rescaled to sum 1, in place: ``(B, N, N)`` → ``(B, N, N)``."""
-    matrices.diagonal(dim1=-2, dim2=-1).add_(1.0)
+def residual_normalise(matrices: torch.Tensor, first_row: int = 0) -> torch.Tensor:
+    """``(A + I)`` with every row rescaled to sum 1, in place.
+
+    Args:
+        matrices: ``(B, R, N)`` rows ``first_row … first_row + R - 1`` of ``A`` (all ``N`` of
+            them by default).
+        first_row: token index of the first row, where the identity's entries start.
+
+    Returns:
+        ``matrices``, ``(B, R, N)``.
+    """
+    matrices.diagonal(offset=first_row, dim1=-2, dim2=-1).add_(1.0)
     return matrices.div_(matrices.sum(dim=-1, keepdim=True))
 
 
@@ -119,8 +128,7 @@ class AttentionRollout(MapAttribution):
         ]
         cls_row = probe.cls_row
         if cls_row is not None:
-            cls_row[..., keep] += 1.0  # the identity's entry in the CLS row
-            cls_row = cls_row.div_(cls_row.sum(dim=-1, keepdim=True))
+            cls_row = residual_normalise(cls_row, first_row=keep)
         return matrices, cls_row, layout
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:

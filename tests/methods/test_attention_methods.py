@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
+from attnexplain.methods.rollout import residual_normalise
 from tests import reference
 from tests.conftest import PATCH, family_cases, shared_family
 
@@ -65,6 +66,16 @@ def test_mean_attention_distance_matches_reference(name, size, renormalize):
     got = MeanAttentionDistance(family.model, renormalize=renormalize).attribute(x)
     assert got.shape == (2, 3, 4)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_residual_normalise_of_a_row_block_equals_those_rows_of_the_full_matrix() -> None:
+    # The last layer's CLS row alone goes through the same step as whole matrices.
+    attention = torch.rand(2, 7, 7).softmax(dim=-1)
+    full = residual_normalise(attention.clone())
+    torch.testing.assert_close(
+        residual_normalise(attention[:, 2:4].clone(), first_row=2), full[:, 2:4]
+    )
+    torch.testing.assert_close(full.sum(dim=-1), torch.ones(2, 7))
 
 
 @pytest.mark.parametrize(("name", "size"), family_cases([(32, 32)], needs_cls=True))
