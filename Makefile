@@ -13,7 +13,7 @@ $(BIN)/attnexplain: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[timm,torchvision,gradcam,coco,imagenet-seg,docs,dev]"
+	$(BIN)/pip install --quiet -e ".[timm,torchvision,openclip,gradcam,torchcam,quantus,coco,imagenet-seg,docs,dev]"
 	touch $@
 
 setup: $(BIN)/attnexplain

@@ -1,13 +1,8 @@
-"""Command line: ``attnexplain explain`` (the main job) and ``attnexplain benchmark``.
-
-This module only parses arguments and calls the library; errors a user can fix are reported as
-one line on stderr with exit status 2, never as a traceback.
-"""
+"""``attnexplain explain``: the main job, maps and figures for a few images."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,21 +10,12 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 
-from attnexplain.capture import UnsupportedModelError
+from attnexplain.cli.errors import UsageError
 from attnexplain.methods import AttentionRollout, MeanAttentionDistance, RawCLSAttention
 from attnexplain.zoo import Preprocess, default_samples
 from attnexplain.zoo.hub import DEFAULT_MODEL, ModelLoadError, load_model
 
 METHOD_CHOICES = ("raw", "rollout", "mad", "all")
-
-
-class UsageError(Exception):
-    """A problem with the command line or its files, reported as one line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line instead of usage + message
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _load_images(paths: Sequence[str]) -> list[tuple[str, Image.Image | torch.Tensor]]:
@@ -111,10 +97,8 @@ def run_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``attnexplain`` argument parser with its subcommands."""
-    parser = _Parser(prog="attnexplain", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``explain`` subcommand on ``subparsers`` (from ``add_subparsers``)."""
     explain = subparsers.add_parser(
         "explain",
         help="draw attention maps for images (embedded model and images by default)",
@@ -130,24 +114,4 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", default="attnexplain-out", help="output folder")
     explain.add_argument("--device", default="cpu")
     explain.set_defaults(handler=run_explain)
-    try:
-        from attnexplain.benchmark.cli import add_parser
-    except ImportError:
-        pass
-    else:
-        add_parser(subparsers)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``attnexplain`` console script; returns the exit status."""
-    try:
-        args = build_parser().parse_args(argv)
-        return args.handler(args)
-    except (UsageError, UnsupportedModelError, ValueError, FileNotFoundError) as error:
-        print(f"attnexplain: error: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return explain
