@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,16 +70,17 @@ def explaining(model: nn.Module, inputs: torch.Tensor) -> Iterator[torch.Tensor]
             module.training = training
 
 
-def target_score(method: ViTAttribution, logits: torch.Tensor, target: Target) -> torch.Tensor:
-    """The sum over the batch of each sample's target logit.
+def target_score(method: ViTAttribution, output: Any, target: Target) -> torch.Tensor:
+    """The sum over the batch of each sample's target score.
 
-    In evaluation mode each sample's logits depend on that sample only, so the gradient of the
-    sum with respect to sample ``b``'s tensors is the gradient of ``b``'s own target logit: one
+    In evaluation mode each sample's output depends on that sample only, so the gradient of the
+    sum with respect to sample ``b``'s tensors is the gradient of ``b``'s own score: one
     backward pass serves per-sample targets.
 
     Args:
-        method: the method (validates ``target``).
-        logits: ``(B, classes)`` logits inside the autograd graph.
+        method: the method (its adapter reads the logits from ``output`` and it validates
+            ``target``).
+        output: the model's output (or a readout of it) inside the autograd graph.
         target: class per sample, or ``None`` for the predicted class.
 
     Returns:
@@ -86,7 +88,9 @@ def target_score(method: ViTAttribution, logits: torch.Tensor, target: Target) -
 
     Raises:
         TypeError, ValueError: for an invalid ``target``.
+        UnsupportedModelError: when the output has no logits to score.
     """
+    logits = method.adapter.logits(output)
     classes = method.validate_target(target, logits.shape[0], logits.detach())
     return logits.gather(1, classes[:, None]).sum()
 

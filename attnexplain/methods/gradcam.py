@@ -170,7 +170,7 @@ class GradCAM(MapAttribution):
                 result = capture_attention(self.adapter, CLSRowProbe(-1), x)
             finally:
                 handle.remove()
-            score = target_score(self, self.adapter.logits(result.output), target)
+            score = target_score(self, result.output, target)
             tokens = self._tokens(outputs, result.layout, inputs.shape[0])
             (grad,) = gradients(score, [tokens], f"output of layer {self.layer_name!r}")
         # (B, N, D) -> (B, D, N) -> (B, D, h, w): channels first, as patch_tokens_to_grid wants.

@@ -70,7 +70,7 @@ class GradientWeightedRollout(MapAttribution):
         probe = FullAttentionProbe(layers, requires_grad=True)
         with explaining(self.model, inputs) as x:
             result = capture_attention(self.adapter, probe, x)
-            score = target_score(self, self.adapter.logits(result.output), target)
+            score = target_score(self, result.output, target)
             attentions = [probe.attentions.pop(layer) for layer in layers]
             grads = gradients(score, attentions, f"attention probabilities of layers {layers}")
         batch, _, num_tokens, _ = attentions[0].shape

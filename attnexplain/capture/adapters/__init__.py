@@ -8,6 +8,7 @@ from attnexplain.capture.adapters.base import (
     SUPPORTED_FAMILIES,
     ModelAdapter,
     find_attention_modules,
+    find_blocks,
     find_patch_embedding,
     is_attention_module,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "TimmAdapter",
     "TorchvisionAdapter",
     "find_attention_modules",
+    "find_blocks",
     "find_patch_embedding",
     "is_attention_module",
     "resolve_adapter",

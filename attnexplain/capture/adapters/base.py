@@ -56,6 +56,41 @@ def find_patch_embedding(model: nn.Module) -> nn.Conv2d | None:
     return None
 
 
+def find_blocks(model: nn.Module, attention_modules: list[nn.Module]) -> list[nn.Module]:
+    """The transformer block holding each attention module, in the same order.
+
+    A block is the largest ancestor of an attention module that holds no other attention
+    module and is neither the model itself nor a container (``ModuleList`` / ``Sequential``):
+    HF ``ViTLayer`` / ``Dinov2Layer`` / ``CLIPEncoderLayer``, timm ``Block``, torchvision
+    ``EncoderBlock``. Its output is the residual stream after that block.
+
+    Args:
+        model: the model.
+        attention_modules: its attention modules in forward order.
+
+    Returns:
+        One module per attention module (the attention module itself when no ancestor
+        qualifies).
+    """
+    parents = {id(child): parent for parent in model.modules() for child in parent.children()}
+    owner = {id(inner): index for index, outer in enumerate(attention_modules)
+             for inner in outer.modules()}  # fmt: skip
+    containers = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
+    blocks = []
+    for index, attention in enumerate(attention_modules):
+        block = attention
+        parent = parents.get(id(block))
+        while (
+            parent is not None
+            and parent is not model
+            and not isinstance(parent, containers)
+            and all(owner.get(id(m), index) == index for m in parent.modules())
+        ):
+            block, parent = parent, parents.get(id(parent))
+        blocks.append(block)
+    return blocks
+
+
 class ModelAdapter:
     """How to run one model family and read its token layout.
 
@@ -94,6 +129,11 @@ class ModelAdapter:
 
     def _find_attention_modules(self) -> list[nn.Module]:
         return find_attention_modules(self.model)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The transformer block of each attention layer (see :func:`find_blocks`)."""
+        return find_blocks(self.model, self.attention_modules)
 
     @property
     def num_layers(self) -> int:
