@@ -75,3 +75,24 @@ def mean_attention_distance(attentions, prefix, grid, patch_size, renormalize=Fa
         mean_distances = np.sum(weights * distance, axis=-1)
         per_layer.append(np.mean(mean_distances, axis=-1))
     return torch.from_numpy(np.stack(per_layer, axis=1))
+
+
+def founding_layer_maps(attentions, prefix, grid):
+    """Seed 003 (jeonsworld/ViT-pytorch, the per-block figure): per sample, the head-mean
+    attention plus the identity, rows renormalised (``aug_att_mat``), and its running product
+    ``joint_attentions[n] = aug_att_mat[n] @ joint_attentions[n - 1]``; each map is row 0 (CLS)
+    over the patch tokens. Returns ``(per_block, cumulative)``, each ``(B, L, h, w)``."""
+    per_block, cumulative = [], []
+    for b in range(attentions[0].shape[0]):
+        att_mat = torch.stack([a[b].double() for a in attentions])
+        att_mat = torch.mean(att_mat, dim=1)
+        residual_att = torch.eye(att_mat.size(1), dtype=att_mat.dtype)
+        aug_att_mat = att_mat + residual_att
+        aug_att_mat = aug_att_mat / aug_att_mat.sum(dim=-1).unsqueeze(-1)
+        joint_attentions = torch.zeros(aug_att_mat.size(), dtype=att_mat.dtype)
+        joint_attentions[0] = aug_att_mat[0]
+        for n in range(1, aug_att_mat.size(0)):
+            joint_attentions[n] = torch.matmul(aug_att_mat[n], joint_attentions[n - 1])
+        per_block.append(torch.stack([m[0, prefix:].reshape(*grid) for m in aug_att_mat]))
+        cumulative.append(torch.stack([m[0, prefix:].reshape(*grid) for m in joint_attentions]))
+    return torch.stack(per_block), torch.stack(cumulative)

@@ -4,7 +4,8 @@ A probe tells the kernel, per layer, which query rows it needs (:class:`Rows`) a
 rows as fp32 probabilities ``(B, heads, R, N)`` in chunks, so that nothing larger than what the
 method keeps is ever held in memory:
 
-- :class:`CLSRowProbe` keeps the CLS query row of one layer (``(B, heads, N)``);
+- :class:`CLSRowsProbe` keeps the CLS query row of the layers it is given (``(B, heads, N)``
+  each); :class:`CLSRowProbe` is its one-layer form;
 - :class:`FusedAttentionProbe` keeps head-fused matrices ``(B, N, N)`` of the layers it needs;
 - :class:`AttentionDistanceProbe` keeps one running sum per head (``(B, heads)`` per layer);
 - :class:`FullAttentionProbe` keeps full probabilities ``(B, heads, N, N)``, with their autograd
@@ -80,41 +81,68 @@ def _normalise_layers(layers: Iterable[int], num_layers: int) -> set[int]:
     return {layer % num_layers for layer in layers}
 
 
-class CLSRowProbe(AttentionProbe):
-    """The CLS query's attention over all keys in one layer: ``row`` is ``(B, heads, N)``."""
+class CLSRowsProbe(AttentionProbe):
+    """The CLS query's attention over all keys in several layers, one forward for all of them.
 
-    def __init__(self, layer: int) -> None:
-        self.layer = layer
-        self.row: torch.Tensor | None = None
-        self._resolved: int | None = None
+    ``rows_by_layer[layer]`` is ``(B, heads, N)`` for every requested layer (0-based, negative
+    indices resolved against the model's depth); every other layer keeps the model's fused
+    attention kernel, and a requested layer computes its CLS row alone next to it.
+
+    Args:
+        layers: the layers to keep (their order does not matter here).
+    """
+
+    def __init__(self, layers: Iterable[int]) -> None:
+        self.layers = list(layers)
+        self.rows_by_layer: dict[int, torch.Tensor] = {}
+        self._wanted: set[int] = set()
 
     def reset(self, num_layers: int) -> None:
-        self._resolved = self.layer % num_layers
-        self.row = None
+        self._wanted = _normalise_layers(self.layers, num_layers)
+        self.rows_by_layer = {}
 
     def rows(self, layer: int) -> Rows:
-        return Rows.CLS if layer == self._resolved else Rows.NONE
+        return Rows.CLS if layer in self._wanted else Rows.NONE
 
     def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
         cls = layout.cls_index
         if cls is not None and row_start <= cls < row_start + probs.shape[2]:
-            self.row = probs[:, :, cls - row_start, :].detach().clone()
+            self.rows_by_layer[layer] = probs[:, :, cls - row_start, :].detach().clone()
+
+
+class CLSRowProbe(CLSRowsProbe):
+    """The CLS query's attention over all keys in one layer: ``row`` is ``(B, heads, N)``."""
+
+    def __init__(self, layer: int) -> None:
+        super().__init__([layer])
+        self.layer = layer
+
+    @property
+    def row(self) -> torch.Tensor | None:
+        """``(B, heads, N)``, or ``None`` before a forward delivered the layer."""
+        return next(iter(self.rows_by_layer.values()), None)
 
 
 class FusedAttentionProbe(AttentionProbe):
-    """Head-fused attention matrices ``(B, N, N)`` of the layers from ``start_layer`` on.
+    """Head-fused attention matrices ``(B, N, N)`` of the layers ``start_layer … end_layer``.
 
-    With ``last_layer_cls_row=True`` the last layer gives only its fused CLS row, kept in
-    ``cls_row`` as ``(B, 1, N)``, and runs on the model's fused attention kernel: a product
+    With ``last_layer_cls_row=True`` the last of those layers gives only its fused CLS row, kept
+    in ``cls_row`` as ``(B, 1, N)``, and runs on the model's fused attention kernel: a product
     multiplied into the CLS row needs no more of it, and one ``N × N`` matrix fewer is held.
+    Layers after ``end_layer`` (the model's last by default) are not read at all.
     """
 
     def __init__(
-        self, head_fusion: HeadFusion, start_layer: int = 0, last_layer_cls_row: bool = False
+        self,
+        head_fusion: HeadFusion,
+        start_layer: int = 0,
+        last_layer_cls_row: bool = False,
+        end_layer: int = -1,
     ) -> None:
         fuse_heads(torch.zeros(1, 1, 1), head_fusion)  # validates head_fusion early
         self.head_fusion = head_fusion
         self.start_layer = start_layer
+        self.end_layer = end_layer
         self.last_layer_cls_row = last_layer_cls_row
         self.matrices: dict[int, torch.Tensor] = {}
         self.cls_row: torch.Tensor | None = None
@@ -123,12 +151,12 @@ class FusedAttentionProbe(AttentionProbe):
 
     def reset(self, num_layers: int) -> None:
         self._start = self.start_layer % num_layers
-        self._last = num_layers - 1
+        self._last = self.end_layer % num_layers
         self.matrices = {}
         self.cls_row = None
 
     def rows(self, layer: int) -> Rows:
-        if layer < self._start:
+        if not self._start <= layer <= self._last:
             return Rows.NONE
         return Rows.CLS if self.last_layer_cls_row and layer == self._last else Rows.ALL
 

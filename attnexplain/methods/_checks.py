@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from attnexplain.capture import ModelAdapter, UnsupportedModelError
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -36,3 +38,27 @@ def require_cls_token(adapter: ModelAdapter, method: str) -> int:
             "no CLS token (e.g. timm class_token=False); use MeanAttentionDistance or GradCAM"
         )
     return cls_index
+
+
+def check_layers(layers: object, adapter: ModelAdapter, name: str = "layer") -> list[int]:
+    """Resolve ``"all"`` or a sequence of layers to distinct non-negative indices, in order.
+
+    Raises:
+        TypeError: for anything but ``"all"`` or a sequence of ints (another string too).
+        ValueError: for an empty sequence, a layer out of range, or a layer given twice (also
+            as a negative index and its positive twin).
+    """
+    if isinstance(layers, str) and layers == "all":
+        return list(range(adapter.num_layers))
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise TypeError(f"{name} must be an int, 'all' or a list of ints, got {layers!r}")
+    if not layers:
+        raise ValueError(f"{name} is an empty list; give at least one layer, or 'all'")
+    resolved = [check_layer(layer, adapter, name) for layer in layers]
+    repeated = sorted({layer for layer in resolved if resolved.count(layer) > 1})
+    if repeated:
+        raise ValueError(
+            f"{name}={list(layers)!r} names layer(s) {repeated} more than once (negative "
+            "indices count from the end); list each layer once"
+        )
+    return resolved

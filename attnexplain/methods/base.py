@@ -144,21 +144,23 @@ def upsample_to_input(
     divisible by the patch) get 0, since the model never saw them.
 
     Args:
-        maps: ``(B, K, h, w)``.
+        maps: ``(B, K, h, w)``, or ``(B, L, K, h, w)`` (maps per layer).
         layout: the token layout of the input.
         interpolation: ``torch.nn.functional.interpolate`` mode.
 
     Returns:
-        ``(B, K, H, W)``.
+        ``(B, K, H, W)`` (``(B, L, K, H, W)``).
     """
     covered = layout.covered_size
     kwargs = {} if interpolation == "nearest" else {"align_corners": False}
-    resized = F.interpolate(maps, size=covered, mode=interpolation, **kwargs)
+    leading = maps.shape[:-2]
+    flat = maps.reshape(leading[0], -1, *maps.shape[-2:])
+    resized = F.interpolate(flat, size=covered, mode=interpolation, **kwargs)
     pad_h = layout.input_size[0] - covered[0]
     pad_w = layout.input_size[1] - covered[1]
     if pad_h or pad_w:
         resized = F.pad(resized, (0, pad_w, 0, pad_h))
-    return resized
+    return resized.reshape(*leading, *resized.shape[-2:])
 
 
 class MapAttribution(ViTAttribution):

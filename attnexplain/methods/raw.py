@@ -1,63 +1,86 @@
-"""Raw CLS attention of one layer (DINO's attention maps)."""
+"""Raw CLS attention of one layer or several (DINO's attention maps)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
-from attnexplain.capture import CLSRowProbe, ModelAdapter, TokenLayout, capture_attention
+from attnexplain.capture import CLSRowsProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.probes import HeadFusion, fuse_heads
-from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
+from attnexplain.methods._checks import (
+    check_head_fusion,
+    check_layer,
+    check_layers,
+    require_cls_token,
+)
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
+
+#: One layer (an int, negative counts from the end), every layer, or a list of layers.
+LayerSelection = int | Literal["all"] | Sequence[int]
 
 
 class RawCLSAttention(MapAttribution):
-    r"""The CLS query's attention over the patch keys of one layer.
+    r"""The CLS query's attention over the patch keys of one layer, or of several at once.
 
     Caron et al. 2021, *Emerging Properties in Self-Supervised Vision Transformers* (DINO),
     ``visualize_attention.py``: for layer :math:`l` with probabilities
     :math:`A^{(l)} \in \mathbb{R}^{B \times H \times N \times N}`, the map of head :math:`h` is
     :math:`A^{(l)}_{h,\,\mathrm{cls},\,p}` for every patch token :math:`p`, laid out on the patch
-    grid. Only that row is computed for the chosen layer; every other layer keeps the model's
-    fused attention kernel.
+    grid. Only that row is computed for the chosen layers; every other layer keeps the model's
+    fused attention kernel, and several layers come from one forward.
 
     Args:
         model: any supported vision transformer (or its adapter).
-        layer: attention layer, negative counts from the end (default: the last).
+        layer: attention layer, negative counts from the end (default: the last); ``"all"`` or a
+            list of layers for maps per layer, in the order given.
         head_fusion: ``"mean" | "max" | "min"`` fuse the heads into one map; ``None`` keeps them.
         interpolation: resize mode for ``upsample=True``.
 
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, heads, H, W)`` with
-        ``head_fusion=None``, else ``(B, 1, H, W)``; ``(…, h, w)`` with ``upsample=False``.
+        ``head_fusion=None``, else ``(B, 1, H, W)``; with ``layer="all"`` or a list of ``L``
+        layers ``(B, L, heads, H, W)`` / ``(B, L, 1, H, W)``; ``(…, h, w)`` with
+        ``upsample=False``.
 
     Raises:
-        ValueError: for a bad ``layer`` or ``head_fusion``.
+        TypeError: for a ``layer`` that is not an int, ``"all"`` or a list of ints.
+        ValueError: for a layer out of range, an empty list or a layer listed twice, or a bad
+            ``head_fusion``.
         UnsupportedModelError: for a model without a CLS token.
 
     Examples:
         >>> maps = RawCLSAttention(model, head_fusion=None).attribute(x)  # doctest: +SKIP
+        >>> per_layer = RawCLSAttention(model, layer="all")  # doctest: +SKIP
+        >>> per_layer.attribute(x).shape  # (B, layers, 1, H, W)  # doctest: +SKIP
     """
 
     def __init__(
         self,
         model: nn.Module | ModelAdapter,
         *,
-        layer: int = -1,
+        layer: LayerSelection = -1,
         head_fusion: HeadFusion | None = "mean",
         interpolation: Interpolation = "bilinear",
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=True)
-        self.layer = check_layer(layer, self.adapter)
+        self.per_layer = isinstance(layer, str | Sequence)
+        self.layers = check_layers(layer, self.adapter) if self.per_layer else None
+        self.layer = None if self.per_layer else check_layer(layer, self.adapter)
         self.head_fusion = head_fusion
         require_cls_token(self.adapter, type(self).__name__)
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
-        probe = CLSRowProbe(self.layer)
+        layers = self.layers if self.per_layer else [self.layer]
+        probe = CLSRowsProbe(layers)
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
-        maps = patch_tokens_to_grid(probe.row, layout)  # (B, heads, h, w)
-        if self.head_fusion is not None:
-            maps = fuse_heads(maps, self.head_fusion).unsqueeze(1)
-        return maps, layout
+        rows = torch.stack([probe.rows_by_layer[layer] for layer in layers], dim=1)
+        count, heads = rows.shape[1:3]
+        maps = patch_tokens_to_grid(rows.flatten(1, 2), layout).unflatten(1, (count, heads))
+        if self.head_fusion is not None:  # (B, L, heads, h, w) -> (B, L, 1, h, w)
+            maps = fuse_heads(maps.transpose(1, 2), self.head_fusion).unsqueeze(2)
+        return (maps if self.per_layer else maps[:, 0]), layout

@@ -1,6 +1,8 @@
-"""Attention rollout (Abnar & Zuidema 2020)."""
+"""Attention rollout (Abnar & Zuidema 2020), for the whole model or up to any layer."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -9,7 +11,13 @@ from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, 
 from attnexplain.capture.kernel import full_precision
 from attnexplain.capture.probes import HeadFusion
 from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
-from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
+from attnexplain.methods.base import (
+    Interpolation,
+    MapAttribution,
+    Target,
+    patch_tokens_to_grid,
+    upsample_to_input,
+)
 
 
 def discard_lowest(matrices: torch.Tensor, ratio: float, keep_index: int | None) -> torch.Tensor:
@@ -51,6 +59,96 @@ def residual_normalise(matrices: torch.Tensor, first_row: int = 0) -> torch.Tens
     return matrices.div_(matrices.sum(dim=-1, keepdim=True))
 
 
+def residual_attention(
+    adapter: ModelAdapter,
+    inputs: torch.Tensor,
+    *,
+    head_fusion: HeadFusion,
+    discard_ratio: float,
+    layers: tuple[int, int],
+    cls_index: int,
+    whole_last_layer: bool = False,
+) -> tuple[list[torch.Tensor], torch.Tensor, TokenLayout]:
+    r"""One capture of the rollout graph: :math:`\hat A^{(l)}` for ``first ≤ l ≤ last``.
+
+    :math:`\hat A^{(l)} = (\bar A^{(l)} + I) / \mathrm{rowsum}` with
+    :math:`\bar A^{(l)}` the head-fused attention, its lowest ``discard_ratio`` entries zeroed
+    (never CLS→CLS). The last layer's CLS row is all a rollout or a flow out of the CLS token
+    needs of it; unless ``whole_last_layer`` or ``discard_ratio`` (whose ranking needs the whole
+    matrix) asks for more, only that row is captured, next to the layer's fused kernel.
+
+    Args:
+        adapter: the model's adapter.
+        inputs: ``(B, C, H, W)`` validated batch.
+        head_fusion: how heads are fused.
+        discard_ratio: fraction in ``[0, 1)`` of each sample's lowest fused entries zeroed.
+        layers: ``(first, last)`` non-negative layer indices, ``first <= last``.
+        cls_index: position of the CLS token.
+        whole_last_layer: also return the last layer's whole matrix.
+
+    Returns:
+        ``[Â^(first), …, Â^(last-1)]`` as ``(B, N, N)`` matrices (``Â^(last)`` too with
+        ``whole_last_layer``), the CLS row of :math:`\hat A^{(\mathrm{last})}` as
+        ``(B, 1, N)``, and the layout.
+    """
+    first, last = layers
+    cls_row_only = discard_ratio == 0.0 and not whole_last_layer
+    probe = FusedAttentionProbe(head_fusion, first, cls_row_only, end_layer=last)
+    with torch.no_grad():
+        layout = capture_attention(adapter, probe, inputs).layout
+    matrices = [
+        residual_normalise(discard_lowest(probe.matrices.pop(layer), discard_ratio, cls_index))
+        for layer in range(first, last + 1)
+        if layer in probe.matrices
+    ]
+    if cls_row_only:
+        return matrices, residual_normalise(probe.cls_row, first_row=cls_index), layout
+    top_row = matrices[-1][:, cls_index : cls_index + 1]
+    return (matrices if whole_last_layer else matrices[:-1]), top_row, layout
+
+
+def rows_down(
+    matrices: list[torch.Tensor], top_row: torch.Tensor, cls_index: int, *, every_layer: bool
+) -> torch.Tensor:
+    r"""CLS rows of the rollout products, multiplied from the top layer down (:math:`O(N^2)` each).
+
+    Args:
+        matrices: ``[Â^(s), …, Â^(e-1)]``, each ``(B, N, N)``.
+        top_row: the CLS row of :math:`\hat A^{(e)}`, ``(B, 1, N)``.
+        cls_index: position of the CLS token.
+        every_layer: also the products ending at every lower layer.
+
+    Returns:
+        ``(B, 1, N)``: the CLS row of :math:`\hat A^{(e)} \cdots \hat A^{(s)}`; with
+        ``every_layer``, ``(B, e - s + 1, N)`` whose row ``k`` is the CLS row of
+        :math:`\hat A^{(s+k)} \cdots \hat A^{(s)}` (jeonsworld's ``joint_attentions[k]``).
+    """
+    rows = top_row
+    with full_precision(top_row.device):
+        for matrix in reversed(matrices):
+            rows = torch.bmm(rows, matrix)
+            if every_layer:  # the product ending at this layer starts here
+                rows = torch.cat([rows, matrix[:, cls_index : cls_index + 1]], dim=1)
+    return rows.flip(1) if every_layer else rows
+
+
+@dataclass(frozen=True)
+class LayerMaps:
+    r"""Rollout maps for every layer of ``start_layer … end_layer``, from one capture.
+
+    Attributes:
+        layers: the layer index of each map, ascending.
+        cumulative: ``(B, L, H, W)`` (or ``(B, L, h, w)``): map ``k`` is the rollout of layers
+            ``start_layer … layers[k]`` (the founding code's ``joint_attentions[k]`` CLS row).
+        per_block: ``(B, L, H, W)`` (or ``(B, L, h, w)``): map ``k`` is layer ``layers[k]``'s
+            own :math:`\hat A` CLS row (the founding code's ``aug_att_mat[k]`` maps).
+    """
+
+    layers: tuple[int, ...]
+    cumulative: torch.Tensor
+    per_block: torch.Tensor
+
+
 class AttentionRollout(MapAttribution):
     r"""Attention rollout: attention propagated through the layers with the residual path.
 
@@ -62,6 +160,11 @@ class AttentionRollout(MapAttribution):
     :math:`\hat A^{(L-1)} \cdots \hat A^{(s)}` for ``start_layer`` :math:`s`, and the map is its
     CLS row over the patch tokens, unscaled.
 
+    With ``end_layer`` :math:`e` the product stops there, :math:`\hat A^{(e)} \cdots \hat
+    A^{(s)}`, and later layers are not read; :meth:`layer_maps` gives the product ending at every
+    layer and each layer's own :math:`\hat A` CLS row from one capture (the founding document's
+    per-block figure), without copying or truncating the model.
+
     Only the head-fused matrices are kept, and the CLS row is multiplied through them from the
     last layer down (:math:`O(L N^2)`); without ``discard_ratio`` the last layer contributes
     just its CLS row, computed alone while the layer keeps its fused attention kernel.
@@ -72,6 +175,7 @@ class AttentionRollout(MapAttribution):
         head_fusion: ``"mean" | "max" | "min"``.
         discard_ratio: fraction in ``[0, 1)`` of the lowest fused entries zeroed per layer.
         start_layer: first layer of the product (negative counts from the end).
+        end_layer: last layer of the product (negative counts from the end; default the last).
         interpolation: resize mode for ``upsample=True``.
 
     Shapes:
@@ -79,7 +183,8 @@ class AttentionRollout(MapAttribution):
         ``upsample=False``).
 
     Raises:
-        ValueError: for a bad ``head_fusion``, ``discard_ratio`` or ``start_layer``.
+        ValueError: for a bad ``head_fusion`` or ``discard_ratio``, a layer out of range, or
+            ``end_layer`` before ``start_layer``.
         UnsupportedModelError: for a model without a CLS token.
 
     Examples:
@@ -94,6 +199,7 @@ class AttentionRollout(MapAttribution):
         head_fusion: HeadFusion = "mean",
         discard_ratio: float = 0.0,
         start_layer: int = 0,
+        end_layer: int = -1,
         interpolation: Interpolation = "bilinear",
     ) -> None:
         super().__init__(model, interpolation=interpolation)
@@ -105,44 +211,60 @@ class AttentionRollout(MapAttribution):
         self.head_fusion = head_fusion
         self.discard_ratio = float(discard_ratio)
         self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
+        self.end_layer = check_layer(end_layer, self.adapter, "end_layer")
+        if self.end_layer < self.start_layer:
+            raise ValueError(
+                f"end_layer={end_layer} (layer {self.end_layer}) comes before start_layer="
+                f"{start_layer} (layer {self.start_layer}); the product runs from start_layer "
+                "up to end_layer"
+            )
         self.cls_index = require_cls_token(self.adapter, type(self).__name__)
 
-    def _layer_matrices(
-        self, inputs: torch.Tensor, last_layer_cls_row: bool = False
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None, TokenLayout]:
-        """Per-layer ``(B, N, N)`` matrices :math:`\\hat A^{(l)}`, from ``start_layer`` on.
-
-        With ``last_layer_cls_row=True`` and no ``discard_ratio`` (whose ranking needs the whole
-        matrix), the last layer is captured as its CLS row of :math:`\\hat A^{(L-1)}` only,
-        ``(B, 1, N)``, returned second (``None`` otherwise) and left out of the list.
-        """
-        last_layer_cls_row = last_layer_cls_row and self.discard_ratio == 0.0
-        probe = FusedAttentionProbe(self.head_fusion, self.start_layer, last_layer_cls_row)
-        with torch.no_grad():
-            layout = capture_attention(self.adapter, probe, inputs).layout
-        keep = self.cls_index
-        matrices = [
-            residual_normalise(discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep))
-            for layer in range(self.start_layer, self.adapter.num_layers)
-            if layer in probe.matrices
-        ]
-        cls_row = probe.cls_row
-        if cls_row is not None:
-            cls_row = residual_normalise(cls_row, first_row=keep)
-        return matrices, cls_row, layout
+    def _graph(
+        self, inputs: torch.Tensor, whole_last_layer: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor, TokenLayout]:
+        return residual_attention(
+            self.adapter, inputs, head_fusion=self.head_fusion, discard_ratio=self.discard_ratio,
+            layers=(self.start_layer, self.end_layer), cls_index=self.cls_index,
+            whole_last_layer=whole_last_layer,
+        )  # fmt: skip
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
-        matrices, row, layout = self._layer_matrices(inputs, last_layer_cls_row=True)
-        with full_precision(inputs.device):
-            if row is None:
-                row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
-                row[..., self.cls_index] = 1.0
-            for matrix in reversed(matrices):
-                row = torch.bmm(row, matrix)
+        matrices, top_row, layout = self._graph(inputs)
+        row = rows_down(matrices, top_row, self.cls_index, every_layer=False)
         return patch_tokens_to_grid(row, layout), layout
 
+    def layer_maps(self, inputs: torch.Tensor, *, upsample: bool = True) -> LayerMaps:
+        """The rollout ending at every layer and each layer's own map, from one capture.
+
+        Args:
+            inputs: ``(B, C, H, W)`` batch.
+            upsample: maps at ``(H, W)`` (default) or on the patch grid ``(h, w)``.
+
+        Returns:
+            :class:`LayerMaps` with ``L = end_layer - start_layer + 1`` maps per sample.
+
+        Raises:
+            TypeError, ValueError: for invalid inputs.
+
+        Examples:
+            >>> maps = AttentionRollout(model).layer_maps(x)  # doctest: +SKIP
+            >>> maps.cumulative.shape  # (B, layers, H, W)  # doctest: +SKIP
+        """
+        inputs = self.validate_inputs(inputs)
+        matrices, top_row, layout = self._graph(inputs)
+        cumulative = rows_down(matrices, top_row, self.cls_index, every_layer=True)
+        cls = self.cls_index
+        per_block = torch.cat([*(matrix[:, cls : cls + 1] for matrix in matrices), top_row], 1)
+        maps = [patch_tokens_to_grid(rows, layout).float() for rows in (cumulative, per_block)]
+        if upsample:
+            with full_precision(inputs.device):
+                maps = [upsample_to_input(m, layout, self.interpolation) for m in maps]
+        layers = tuple(range(self.start_layer, self.end_layer + 1))
+        return LayerMaps(layers=layers, cumulative=maps[0], per_block=maps[1])
+
     def joint_attention(self, inputs: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
-        """The full joint attention :math:`\\hat A^{(L-1)} \\cdots \\hat A^{(s)}`.
+        """The full joint attention :math:`\\hat A^{(e)} \\cdots \\hat A^{(s)}`.
 
         Args:
             inputs: ``(B, C, H, W)`` batch.
@@ -151,7 +273,7 @@ class AttentionRollout(MapAttribution):
             ``(B, N, N)`` joint attention over all tokens (prefix first) and the layout.
         """
         inputs = self.validate_inputs(inputs)
-        matrices, _, layout = self._layer_matrices(inputs)
+        matrices, _, layout = self._graph(inputs, whole_last_layer=True)
         joint = matrices[0]
         with full_precision(inputs.device):
             for matrix in matrices[1:]:

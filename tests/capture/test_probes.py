@@ -1,4 +1,5 @@
-"""Probes: distance rows, the distance reduction with and without its cache, the fused CLS row."""
+"""Probes: distance rows, the distance reduction with and without its cache, the fused CLS row,
+the rows each probe asks for."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from attnexplain.capture import probes
 from attnexplain.capture.layout import TokenLayout
 from attnexplain.capture.probes import (
     AttentionDistanceProbe,
+    CLSRowProbe,
+    CLSRowsProbe,
     FusedAttentionProbe,
     Rows,
     token_distances,
@@ -82,3 +85,28 @@ def test_fused_probe_keeps_only_the_last_layers_cls_row() -> None:
     assert set(probe.matrices) == {1}
     torch.testing.assert_close(probe.matrices[1], probs.amax(dim=1))
     torch.testing.assert_close(probe.cls_row, probs[:, :, :1].amax(dim=1))
+
+
+def test_fused_probe_stops_at_its_end_layer() -> None:
+    probe = FusedAttentionProbe("mean", start_layer=1, last_layer_cls_row=True, end_layer=-2)
+    probe.reset(num_layers=4)
+    assert [probe.rows(layer) for layer in range(4)] == [Rows.NONE, Rows.ALL, Rows.CLS, Rows.NONE]
+    whole = FusedAttentionProbe("mean", start_layer=0, end_layer=1)
+    whole.reset(num_layers=4)
+    assert [whole.rows(layer) for layer in range(4)] == [Rows.ALL, Rows.ALL, Rows.NONE, Rows.NONE]
+
+
+def test_cls_rows_probe_asks_only_for_cls_rows_and_keeps_each_layer() -> None:
+    probe = CLSRowsProbe([2, -4])
+    probe.reset(num_layers=4)
+    assert [probe.rows(layer) for layer in range(4)] == [Rows.CLS, Rows.NONE, Rows.CLS, Rows.NONE]
+    probs = random_attention()
+    probe.consume(0, probs[:, :, :1], 0, LAYOUT)
+    probe.consume(2, probs[:, :, 1:], 1, LAYOUT)  # a chunk without the CLS row is not kept
+    assert set(probe.rows_by_layer) == {0}
+    torch.testing.assert_close(probe.rows_by_layer[0], probs[:, :, 0])
+    single = CLSRowProbe(-1)
+    single.reset(num_layers=4)
+    assert single.row is None and single.rows(3) is Rows.CLS
+    single.consume(3, probs, 0, LAYOUT)
+    torch.testing.assert_close(single.row, probs[:, :, 0])
