@@ -170,6 +170,23 @@ class ModelAdapter:
         """Call the model on a ``(B, C, H, W)`` batch."""
         return self.model(inputs)
 
+    def readout(self, tokens: torch.Tensor) -> Any:
+        """The model's output had ``tokens`` (B, N, D), the residual stream after any block, been
+        the last block's output: the model's own final norm, pooling and head (or projection)
+        applied to them. Returns the same kind of object ``forward`` returns, so ``logits(...)``
+        (and targets) read it unchanged.
+
+        Raises:
+            UnsupportedModelError: when this adapter does not know the model's readout (custom
+                modules: pass ``CustomAdapter(model, readout=...)``).
+        """
+        raise UnsupportedModelError(
+            f"{type(self).__name__} does not know how {type(self.model).__name__} reads its "
+            "output from the tokens (final norm, pooling, head); wrap the model in "
+            "CustomAdapter(model, readout=fn), fn(tokens (B, N, D)) returning what model(x) "
+            "returns, e.g. lambda tokens: model.head(model.norm(tokens)[:, 0])"
+        )
+
     def logits_forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Run the model and return its class logits ``(B, classes)``: a Captum forward function.
 

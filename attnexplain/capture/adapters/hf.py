@@ -3,11 +3,18 @@
 Default-loaded models use SDPA (``output_attentions=True`` then returns an empty tuple in
 transformers 5); the capture replaces that kernel call, and eager-loaded models return their
 probabilities from the attention module, so both give the same maps.
+
+Each class applies its final norm, pooling and head inside its own ``forward`` (DeiT averages two
+heads, DINOv2 concatenates the CLS token with the patch mean, CLIP normalises the pooled CLS
+token), so :meth:`HFAdapter.readout` runs that ``forward`` with every transformer block answering
+the given tokens instead of computing, on a blank image of the trained size whose embedding is
+computed and discarded (a patch projection: a small fraction of one block).
 """
 
 from __future__ import annotations
 
 import inspect
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -23,6 +30,16 @@ def _as_pair(size: Any) -> tuple[int, int] | None:
     if isinstance(size, int):
         return size, size
     return int(size[0]), int(size[1])
+
+
+def _answering(stack: ExitStack, module: nn.Module, value: Any) -> None:
+    """Until ``stack`` closes, calling ``module`` returns ``value`` without running it."""
+    previous = module.__dict__.get("forward")  # e.g. an accelerate hook's own forward
+    module.forward = lambda *args, **kwargs: value  # an instance attribute shadows the class's
+    if previous is None:
+        stack.callback(module.__dict__.pop, "forward", None)
+    else:
+        stack.callback(setattr, module, "forward", previous)
 
 
 class HFAdapter(ModelAdapter):
@@ -57,6 +74,16 @@ class HFAdapter(ModelAdapter):
             # The model's own switch for other input sizes: bicubic position-embedding resampling.
             kwargs["interpolate_pos_encoding"] = True
         return self.model(pixel_values=inputs, **kwargs)
+
+    def readout(self, tokens: torch.Tensor) -> Any:
+        size = self._trained_size or self.patch_size
+        weight = self.patch_embedding.weight
+        blank = torch.zeros(tokens.shape[0], self.in_channels, *size, dtype=weight.dtype,
+                            device=tokens.device)  # fmt: skip
+        with ExitStack() as stack:
+            for block in self.blocks:
+                _answering(stack, block, tokens)
+            return self.forward(blank)
 
     def logits(self, output: Any) -> torch.Tensor:
         logits = getattr(output, "logits", None)

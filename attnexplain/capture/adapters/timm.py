@@ -61,6 +61,15 @@ class TimmAdapter(ModelAdapter):
             _set_temporarily(stack, patch_embed, "flatten", False)
             _set_temporarily(stack, patch_embed, "output_fmt", Format.NHWC)
 
+    def readout(self, tokens: torch.Tensor) -> Any:
+        # timm's own tail: forward_features ends with ``norm``; forward_head pools (class token,
+        # average, attention pool, distillation pair), applies fc_norm and the head.
+        norm = getattr(self.model, "norm", None)
+        head = getattr(self.model, "forward_head", None)
+        if norm is None or head is None:
+            return super().readout(tokens)
+        return head(norm(tokens))
+
     def logits(self, output: Any) -> torch.Tensor:
         if getattr(self.model, "num_classes", 1) == 0:
             raise UnsupportedModelError(

@@ -10,6 +10,9 @@ PyTorch for per-head weights, read from the module's output.
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
 from torch import nn
 
 from attnexplain.capture.adapters.base import ModelAdapter
@@ -33,3 +36,8 @@ class TorchvisionAdapter(ModelAdapter):
                 f"(its position embedding cannot be interpolated), got {height}x{width}; "
                 f"resize the input to {size}x{size}"
             )
+
+    def readout(self, tokens: torch.Tensor) -> Any:
+        # VisionTransformer.forward after its encoder blocks: the encoder's final LayerNorm, the
+        # class token, the heads.
+        return self.model.heads(self.model.encoder.ln(tokens)[:, 0])
