@@ -5,6 +5,7 @@ from attnexplain.methods.base import MapAttribution, ViTAttribution
 from attnexplain.methods.distance import MeanAttentionDistance
 from attnexplain.methods.gradcam import GradCAM
 from attnexplain.methods.gradient_rollout import GradientWeightedRollout
+from attnexplain.methods.legrad import LeGrad
 from attnexplain.methods.raw import RawCLSAttention
 from attnexplain.methods.rollout import AttentionRollout
 
@@ -12,6 +13,7 @@ __all__ = [
     "AttentionRollout",
     "GradCAM",
     "GradientWeightedRollout",
+    "LeGrad",
     "MapAttribution",
     "MeanAttentionDistance",
     "RawCLSAttention",
