@@ -8,6 +8,7 @@ from attnexplain.capture import (
     resolve_adapter,
 )
 from attnexplain.methods import (
+    AttentionFlow,
     AttentionRollout,
     GradCAM,
     GradientWeightedRollout,
@@ -20,6 +21,7 @@ from attnexplain.methods import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionFlow",
     "AttentionRollout",
     "CustomAdapter",
     "GradCAM",

@@ -96,3 +96,31 @@ def founding_layer_maps(attentions, prefix, grid):
         per_block.append(torch.stack([m[0, prefix:].reshape(*grid) for m in aug_att_mat]))
         cumulative.append(torch.stack([m[0, prefix:].reshape(*grid) for m in joint_attentions]))
     return torch.stack(per_block), torch.stack(cumulative)
+
+
+def attention_flow(attentions, head_fusion, prefix, grid):
+    """samiraabnar/attention_flow (``get_adjmat`` + ``compute_flows``, networkx Edmonds–Karp):
+    the max-flow from the CLS node after the last layer to each patch's input node, per sample,
+    before the reference's row normalisation. Returns ``(B, 1, h, w)``."""
+    import networkx as nx
+
+    fuse = {"mean": lambda t: t.mean(1), "max": lambda t: t.max(1)[0], "min": lambda t: t.min(1)[0]}
+    maps = []
+    for b in range(attentions[0].shape[0]):
+        att_mat = torch.stack([fuse[head_fusion](a[b : b + 1].double())[0] for a in attentions])
+        res_att_mat = att_mat.numpy() + np.eye(att_mat.shape[1])[None, ...]
+        res_att_mat = res_att_mat / res_att_mat.sum(axis=-1)[..., None]
+        n_layers, length, _ = res_att_mat.shape
+        adj_mat = np.zeros(((n_layers + 1) * length, (n_layers + 1) * length))
+        for i in np.arange(1, n_layers + 1):
+            for k_f in np.arange(length):
+                for k_t in np.arange(length):
+                    adj_mat[i * length + k_f][(i - 1) * length + k_t] = res_att_mat[i - 1][k_f][k_t]
+        graph = nx.from_numpy_array(adj_mat, create_using=nx.DiGraph(), edge_attr="capacity")
+        source = n_layers * length  # the CLS token (index 0) after the last layer
+        flows = [
+            nx.maximum_flow_value(graph, source, v, flow_func=nx.algorithms.flow.edmonds_karp)
+            for v in range(prefix, length)
+        ]
+        maps.append(torch.tensor(flows, dtype=torch.float64).reshape(1, *grid))
+    return torch.stack(maps)

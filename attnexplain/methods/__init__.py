@@ -3,6 +3,7 @@
 from attnexplain.methods._gradients import forward_function
 from attnexplain.methods.base import MapAttribution, ViTAttribution
 from attnexplain.methods.distance import MeanAttentionDistance
+from attnexplain.methods.flow import AttentionFlow
 from attnexplain.methods.gradcam import GradCAM
 from attnexplain.methods.gradient_rollout import GradientWeightedRollout
 from attnexplain.methods.legrad import LeGrad
@@ -10,6 +11,7 @@ from attnexplain.methods.raw import RawCLSAttention
 from attnexplain.methods.rollout import AttentionRollout
 
 __all__ = [
+    "AttentionFlow",
     "AttentionRollout",
     "GradCAM",
     "GradientWeightedRollout",
