@@ -1,4 +1,5 @@
-"""Figures for attention maps: head grids, DINO masks, method comparisons, MAD and curves.
+"""Figures for attention maps: head grids, DINO masks, method comparisons, per-layer grids, MAD
+and curves.
 
 Every function returns a :class:`matplotlib.figure.Figure` built without pyplot, so nothing leaks
 into global pyplot state and the figures render headless (Agg) and in notebooks alike. Maps keep
@@ -24,6 +25,7 @@ Examples:
 """
 
 from attnexplain.viz.captum import image_to_captum, to_captum
+from attnexplain.viz.layers import layer_grid
 from attnexplain.viz.output import save_figure
 from attnexplain.viz.overlays import compare_overlays, head_grid, mass_threshold_overlay
 from attnexplain.viz.plots import curves_plot, mad_plot
@@ -33,6 +35,7 @@ __all__ = [
     "curves_plot",
     "head_grid",
     "image_to_captum",
+    "layer_grid",
     "mad_plot",
     "mass_threshold_overlay",
     "save_figure",
