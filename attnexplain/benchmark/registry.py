@@ -22,9 +22,11 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from attnexplain.methods import (
+    AttentionFlow,
     AttentionRollout,
     GradCAM,
     GradientWeightedRollout,
+    LeGrad,
     RawCLSAttention,
 )
 from attnexplain.metrics import (
@@ -122,6 +124,14 @@ def _rollout(context: MethodContext, **options: Any) -> ExplainFn:
     return _attribution(AttentionRollout(context.model, **options))
 
 
+def _attention_flow(context: MethodContext, **options: Any) -> ExplainFn:
+    return _attribution(AttentionFlow(context.model, **options))
+
+
+def _legrad(context: MethodContext, **options: Any) -> ExplainFn:
+    return _attribution(LeGrad(context.model, **options))
+
+
 def _gradcam(context: MethodContext, **options: Any) -> ExplainFn:
     return _attribution(GradCAM(context.model, **options))
 
@@ -194,9 +204,18 @@ METHODS: dict[str, MethodSpec] = {
             "raw_heads", "attention", _raw_heads, "last layer's CLS attention per head", True
         ),
         MethodSpec("rollout", "attention", _rollout, "attention rollout (Abnar & Zuidema 2020)"),
+        MethodSpec(
+            "attention_flow",
+            "attention",
+            _attention_flow,
+            "attention flow: max-flow from each patch to the CLS output (Abnar & Zuidema 2020)",
+        ),
         MethodSpec("gradcam", "gradient", _gradcam, "Grad-CAM on the ViT's tokens"),
         MethodSpec(
             "grad_rollout", "gradient", _grad_rollout, "gradient-weighted attention rollout"
+        ),
+        MethodSpec(
+            "legrad", "gradient", _legrad, "LeGrad: each layer's own score's attention gradient"
         ),
         MethodSpec("saliency", "captum", _saliency, "Captum Saliency, max |grad| over channels"),
         MethodSpec(
