@@ -1,12 +1,18 @@
 """Quality suite: the embedded default model on the synthetic test split -> ``docs/benchmark/``.
 
-Scores the library's methods (raw CLS attention, its per-head maps, rollout, Grad-CAM,
-gradient-weighted rollout; ``--methods`` adds e.g. Captum's ``saliency``) and the random and centre
-baselines on the first ``--images`` (500) test images, at the model's 96 px, in two timed passes:
+Scores the library's methods (raw CLS attention, its per-head maps, rollout, attention flow,
+Grad-CAM, gradient-weighted rollout, LeGrad; ``--methods`` adds e.g. Captum's ``saliency``) and the
+random and centre baselines on the first ``--images`` (500) test images, at the model's 96 px, in
+two timed passes:
 
 1. **localisation**: every localisation metric on every method;
 2. **faithfulness**: deletion / insertion (black and blurred baselines, ``--steps`` steps of
    64 / steps patches) and the positive / negative perturbation tests, on every fused map.
+
+``--flow-images N`` scores attention flow (one max-flow per patch) on the first ``N`` images
+only, in passes of its own; the report says so. A last step scores each layer on its own: the
+mass Jaccard of every layer's raw CLS attention and of the rollout ending at that layer, for the
+report's per-layer figure (``--layer-images``, default every image).
 
 Faithfulness costs about 56 model calls per image and method where localisation costs one, so
 the two passes are timed and reported separately (the report states both wall times). Each pass
@@ -31,21 +37,29 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
+from attnexplain import AttentionRollout, RawCLSAttention
 from attnexplain.benchmark import BenchmarkConfig, open_dataset, run_benchmark
-from attnexplain.benchmark.registry import METHODS, parse_methods
+from attnexplain.benchmark.registry import BASELINES, METHODS, parse_methods
 from attnexplain.benchmark.report import (
     baseline_check,
     combine_rows,
+    layer_table,
     load_examples,
     summarise,
     write_report,
 )
+from attnexplain.metrics import MassJaccard
 from attnexplain.zoo import ZOO_DIR, load_default
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_METHODS = ("raw", "raw_heads", "rollout", "gradcam", "grad_rollout")
+DEFAULT_METHODS = (
+    "raw", "raw_heads", "rollout", "attention_flow", "gradcam", "grad_rollout", "legrad",
+)  # fmt: skip
+FLOW = "attention_flow"
 ATTENTION_METHODS = [name for name, spec in METHODS.items() if spec.kind == "attention"]
 
 
@@ -90,6 +104,33 @@ def _verdict(losses: dict[str, list[str]]) -> str:
     return " ".join(parts)
 
 
+def layer_scores(model, preprocess, data, images: int, batch_size: int) -> dict[str, np.ndarray]:
+    """Mass Jaccard of each layer on its own, per image: ``(images, layers)`` per method.
+
+    ``raw CLS attention``: layer ``l``'s head-mean CLS attention
+    (``RawCLSAttention(layer="all")``); ``rollout``: the rollout of layers ``0 … l``
+    (``AttentionRollout.layer_maps``, cumulative). One forward per batch for each.
+    """
+    raw, rollout = RawCLSAttention(model, layer="all"), AttentionRollout(model)
+    metric = MassJaccard()
+    scores: dict[str, list[np.ndarray]] = {"raw CLS attention": [], "rollout": []}
+    for start in range(0, images, batch_size):
+        samples = [data.data[i] for i in range(start, min(images, start + batch_size))]
+        inputs = preprocess(torch.stack([sample.image for sample in samples]))
+        masks = torch.stack([sample.mask for sample in samples])
+        ignore = torch.stack([sample.ignore for sample in samples])
+        maps = {
+            "raw CLS attention": raw.attribute(inputs)[:, :, 0],
+            "rollout": rollout.layer_maps(inputs).cumulative,
+        }  # (B, L, S, S) each
+        for name, per_layer in maps.items():
+            per_layer = F.interpolate(per_layer, size=masks.shape[-2:], mode="bilinear")
+            columns = [metric(per_layer[:, k : k + 1], masks, ignore)
+                       for k in range(per_layer.shape[1])]  # fmt: skip
+            scores[name].append(torch.stack(columns, dim=1).numpy())
+    return {name: np.concatenate(parts) for name, parts in scores.items()}
+
+
 def _notes(images: int, steps: int, walls: dict[str, float], accuracy: float, world: int) -> str:
     total = sum(walls.values())
     command = (
@@ -131,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "quality")
     parser.add_argument("--skip-faithfulness", action="store_true")
+    parser.add_argument(
+        "--flow-images", type=int, default=None, help="score attention_flow on the first N only"
+    )
+    parser.add_argument(
+        "--layer-images", type=int, default=None, help="images of the per-layer figure (all)"
+    )
     args = parser.parse_args(argv)
     methods = tuple(parse_methods(args.methods))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -147,39 +194,69 @@ def main(argv: list[str] | None = None) -> int:
             torch.distributed.destroy_process_group()
 
 
-def _run(args: argparse.Namespace, methods: tuple[str, ...], world: int) -> int:
-    model, preprocess = load_default()
-    data = open_dataset(f"synthetic:{args.images}", preprocess.image_size)
-    common = {"batch_size": args.batch_size, "model_name": "default", "examples": 6}
-    localisation, wall_loc = _pass(
-        "localisation", data, model, preprocess, args.run_dir / "localisation",
+def _passes(name, data, model, preprocess, run_dir, methods, args, limit=None):
+    """The localisation pass and (unless skipped) the faithfulness pass of ``methods``."""
+    common = {"batch_size": args.batch_size, "model_name": "default", "examples": 6, "limit": limit}
+    localisation, wall = _pass(
+        f"{name}localisation", data, model, preprocess, run_dir / f"{name}localisation",
         BenchmarkConfig(methods=methods, metrics=("localisation",), **common),
     )  # fmt: skip
-    runs, walls = [localisation], {"localisation": wall_loc, "faithfulness": 0.0}
-    if not args.skip_faithfulness:
-        fused = tuple(m for m in methods if not METHODS[m].per_head)
+    runs, walls = [localisation], {"localisation": wall, "faithfulness": 0.0}
+    fused = tuple(m for m in methods if not METHODS[m].per_head)
+    if not args.skip_faithfulness and fused:
         faithfulness, walls["faithfulness"] = _pass(
-            "faithfulness", data, model, preprocess, args.run_dir / "faithfulness",
+            f"{name}faithfulness", data, model, preprocess, run_dir / f"{name}faithfulness",
             BenchmarkConfig(methods=fused, metrics=("faithfulness",),
                             faithfulness_steps=args.steps, **common),
         )  # fmt: skip
         runs.append(faithfulness)
+    return runs, walls
+
+
+def _run(args: argparse.Namespace, methods: tuple[str, ...], world: int) -> int:
+    model, preprocess = load_default()
+    data = open_dataset(f"synthetic:{args.images}", preprocess.image_size)
+    flow_subset = FLOW in methods and (args.flow_images or args.images) < args.images
+    main = tuple(m for m in methods if not (flow_subset and m == FLOW))
+    runs, walls = _passes("", data, model, preprocess, args.run_dir, main, args)
+    if flow_subset:  # its own passes on the first images; the baselines are already scored
+        flow_runs, flow_walls = _passes(
+            "flow-", data, model, preprocess, args.run_dir, (FLOW,), args, limit=args.flow_images
+        )
+        runs += [_without_baselines(run) for run in flow_runs]
+        walls = {phase: walls[phase] + flow_walls[phase] for phase in walls}
+    localisation = runs[0]
     if not localisation.is_main:
         return 0
 
     rows = combine_rows(*(run.rows for run in runs))
     meta = dict(localisation.meta)
+    meta["methods"] = list(methods)
     meta["metrics"] = {k: v for run in runs for k, v in run.meta["metrics"].items()}
     meta["sessions"] = [s for run in runs for s in run.meta["sessions"]]
     first = {row["image_id"]: row for row in rows}.values()
     accuracy = sum(row["predicted"] == row["label"] for row in first) / len(first)
     losses = _attention_losses(baseline_check(summarise(rows, meta)))
     notes = _notes(args.images, args.steps, walls, accuracy, world)
+    if FLOW in methods:
+        scored = args.flow_images if flow_subset else args.images
+        notes += f"\n\n`{FLOW}` (one max-flow per patch) is scored on the first {scored} images" + (
+            " only, in passes of its own (`--flow-images`)." if flow_subset else "."
+        )
+    layer_images = min(args.layer_images or args.images, args.images)
+    per_layer = layer_scores(model, preprocess, data, layer_images, args.batch_size)
+    notes += (
+        f"\n\n**Each layer on its own** (first {layer_images} images): the mass Jaccard of "
+        "every layer's head-mean raw CLS attention and of the rollout of layers 0 … l "
+        '(`RawCLSAttention(layer="all")`, `AttentionRollout.layer_maps`; figure at the end).\n\n'
+        + layer_table(per_layer, "mass_jaccard")
+    )
     report = write_report(
         args.out, rows, meta,
         examples=load_examples(args.run_dir / "localisation"),
         title="Quality: the embedded default model on synthetic shapes",
         notes=notes + "\n\n" + _verdict(losses),
+        layer_scores=per_layer,
     )  # fmt: skip
     timing = {**walls, "processes": world}
     (args.out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
@@ -189,6 +266,12 @@ def _run(args: argparse.Namespace, methods: tuple[str, ...], world: int) -> int:
         if lost:
             print(f"[quality] {method} does not beat both baselines on: {', '.join(lost)}")
     return 1 if any(losses.values()) else 0
+
+
+def _without_baselines(run):
+    """A run's rows minus the baselines' (already scored on every image by the main passes)."""
+    run.rows = [row for row in run.rows if row["method"] not in BASELINES]
+    return run
 
 
 if __name__ == "__main__":

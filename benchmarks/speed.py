@@ -28,11 +28,19 @@ input and libraries (tracemalloc does not see torch's CPU allocations). CUDA:
 Configurations whose estimated memory (e.g. the eager attentions, ``L * B * heads * N^2`` fp32) is
 above ``--memory-budget-gb`` are skipped and reported as such.
 
+``--flow`` measures attention flow instead (ViT-S/16 at 224 px unless ``--models`` / ``--sizes``
+say otherwise, one image): :class:`attnexplain.AttentionFlow` (median of ``--repeats`` calls)
+against the reference code's approach (samiraabnar/attention_flow: eager attentions, the
+``(L + 1) N``-node adjacency as a networkx graph, one Edmonds–Karp max-flow per patch), timed on
+the first ``--flow-reference-tokens`` patches and extrapolated to all of them, with the largest
+difference between the two on those patches (see :func:`measure_flow`).
+
 Usage::
 
     python benchmarks/speed.py --quick                      # ViT-S, 224 + 448 px, batch 1
     python benchmarks/speed.py --out results.json           # the full grid
     python benchmarks/speed.py --models vit-b16 --sizes 224 448 --batches 1 8 --device cuda
+    python benchmarks/speed.py --flow --out flow.json       # attention flow vs networkx
 """
 
 from __future__ import annotations
@@ -90,6 +98,9 @@ DEFAULT_MODELS = ("vit-s16", "vit-b16")
 DEFAULT_SIZES = (224, 448, 896)
 DEFAULT_BATCHES = (1, 8)
 QUICK = {"models": ("vit-s16",), "sizes": (224, 448), "batches": (1,)}
+FLOW_DEFAULTS = {"models": ("vit-s16",), "sizes": (224,), "batches": (1,)}
+#: The issue's target for attention flow: seconds per image (ViT-S/16, 224 px, 2 cores).
+FLOW_TARGET_S = 10.0
 FP32 = 4
 
 
@@ -615,6 +626,127 @@ def run_isolated(case: Case, context: Any, timeout_s: float) -> Measurement:
     return Measurement(**outcome)
 
 
+# ----------------------------------------------------------------------------- attention flow
+
+
+def reference_flow_graph(fused: Any) -> Any:
+    """The reference code's graph (``get_adjmat``): node ``l * N + i`` is token ``i`` after layer
+    ``l`` (0 = the inputs), an edge from ``(l, i)`` to ``(l - 1, k)`` with capacity
+    ``fused[l - 1, i, k]``, as a networkx ``DiGraph`` with ``capacity`` attributes.
+
+    The adjacency is filled block by block here; the reference fills it (and sets each edge's
+    capacity) in Python loops over every pair of the ``(L + 1) N`` nodes, which is slower still.
+    """
+    import networkx as nx
+    import numpy as np
+
+    layers, tokens, _ = fused.shape
+    adjacency = np.zeros(((layers + 1) * tokens, (layers + 1) * tokens))
+    for layer in range(1, layers + 1):
+        rows = slice(layer * tokens, (layer + 1) * tokens)
+        adjacency[rows, (layer - 1) * tokens : layer * tokens] = fused[layer - 1]
+    return nx.from_numpy_array(adjacency, create_using=nx.DiGraph(), edge_attr="capacity")
+
+
+def measure_flow(
+    model_name: str, size: int, threads: int, repeats: int, reference_tokens: int, seed: int = 0
+) -> dict[str, Any]:
+    """Attention flow on one image: ours against the reference approach, same model and input.
+
+    Ours: ``AttentionFlow(model).attribute(x, upsample=False)`` on the SDPA model, one warm-up
+    call and the median of ``repeats``. Reference: the eager model's attentions, head mean plus
+    identity renormalised in numpy, :func:`reference_flow_graph`, and networkx's Edmonds–Karp
+    from the CLS node after the last layer to each patch; the first ``reference_tokens`` patches
+    are solved and timed, the total extrapolated as graph time + mean solve time × patches.
+
+    Returns:
+        A JSON-able dict: times, the extrapolation, the speed-up and the largest difference.
+    """
+    import networkx as nx
+    import numpy as np
+
+    import attnexplain
+
+    torch.set_num_threads(threads)
+    model = build_model(model_name, "sdpa", seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    inputs = torch.randn(1, 3, size, size, generator=generator)
+    method = attnexplain.AttentionFlow(model)
+    method.attribute(inputs, upsample=False)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ours = method.attribute(inputs, upsample=False).flatten().double().numpy()
+        times.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    eager = build_model(model_name, "eager", seed)
+    with torch.no_grad():
+        output = eager(pixel_values=inputs, output_attentions=True, **_forward_kwargs(size))
+    fused = torch.stack([a[0].mean(dim=0) for a in output.attentions]).double().numpy()
+    fused = fused + np.eye(fused.shape[-1])[None]
+    fused = fused / fused.sum(axis=-1)[..., None]
+    graph = reference_flow_graph(fused)
+    graph_s = time.perf_counter() - start
+    layers, tokens, _ = fused.shape
+    patches = tokens - 1
+    chosen = list(range(1, 1 + min(reference_tokens, patches)))
+    solves, values = [], []
+    for token in chosen:
+        start = time.perf_counter()
+        flow = nx.algorithms.flow.edmonds_karp
+        values.append(nx.maximum_flow_value(graph, layers * tokens, token, flow_func=flow))
+        solves.append(time.perf_counter() - start)
+    extrapolated = graph_s + statistics.mean(solves) * patches
+    median = statistics.median(times)
+    return {
+        "model": model_name, "size": size, "tokens": tokens, "layers": layers, "patches": patches,
+        "threads": threads, "attention_flow_times_s": times, "attention_flow_s": median,
+        "reference_graph_s": graph_s, "reference_solve_s": solves,
+        "reference_tokens_solved": len(chosen), "reference_extrapolated_s": extrapolated,
+        "extrapolated": len(chosen) < patches, "speedup": extrapolated / median,
+        "max_abs_diff": float(np.max(np.abs(ours[[t - 1 for t in chosen]] - np.array(values)))),
+        "target_s": FLOW_TARGET_S, "target_met": median < FLOW_TARGET_S,
+    }  # fmt: skip
+
+
+def format_flow(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`measure_flow` results."""
+    lines = [
+        "| model | px | N | L | AttentionFlow (s) | reference (s) | speed-up | max abs diff "
+        f"| < {FLOW_TARGET_S:g} s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        reference = f"{row['reference_extrapolated_s']:.0f}"
+        if row["extrapolated"]:
+            reference += f" (from {row['reference_tokens_solved']} of {row['patches']} patches)"
+        lines.append(
+            f"| {row['model']} | {row['size']} | {row['tokens']} | {row['layers']} "
+            f"| {row['attention_flow_s']:.2f} | {reference} | {row['speedup']:.0f}x "
+            f"| {row['max_abs_diff']:.1e} | {'yes' if row['target_met'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def flow_suite(args: argparse.Namespace) -> dict[str, Any]:
+    """``--flow``: :func:`measure_flow` for every model and size; returns the JSON document."""
+    threads = args.threads or len(os.sched_getaffinity(0))
+    load_start = os.getloadavg()
+    rows = [
+        measure_flow(model, size, threads, args.repeats, args.flow_reference_tokens)
+        for model in args.models
+        for size in args.sizes
+    ]
+    return {
+        "suite": "attnexplain speed: attention flow",
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "threads": threads, "torch": torch.__version__,
+                    "load_average_start": load_start, "load_average_end": os.getloadavg()},
+        "flow": rows,
+    }  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- suite and report
 
 
@@ -1052,12 +1184,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(a case in several files is taken from the last)",
     )
     parser.add_argument(
+        "--flow",
+        action="store_true",
+        help="measure attention flow against the reference networkx approach instead\n"
+        "(default ViT-S/16 at 224 px, one image)",
+    )
+    parser.add_argument(
+        "--flow-reference-tokens",
+        type=int,
+        default=2,
+        help="patches the reference solves (timed, then extrapolated to all); default 2",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="no child processes (debugging only: peak memory is then not per case)",
     )
     args = parser.parse_args(argv)
-    defaults = QUICK if args.quick else {
+    defaults = FLOW_DEFAULTS if args.flow else QUICK if args.quick else {
         "models": DEFAULT_MODELS, "sizes": DEFAULT_SIZES, "batches": DEFAULT_BATCHES
     }  # fmt: skip
     for key, value in defaults.items():
@@ -1106,6 +1250,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.from_json:
         return report_files(args.from_json)
+    if args.flow:
+        document = flow_suite(args)
+        print(format_flow(document["flow"]))
+        if args.out:
+            write_json(args.out, document)
+        return document
     document = run_suite(args)
     print()
     print(format_table(document["ratios"]))

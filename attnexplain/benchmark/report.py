@@ -361,6 +361,64 @@ def metric_bars(cells: Sequence[Cell], *, ncols: int = 4) -> Figure:
     return fig
 
 
+def _layer_statistics(values: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per layer of ``(images, layers)`` scores: the mean, the CI half-width (0 for one image)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or 0 in array.shape:
+        raise ValueError(f"layer scores must be (images, layers), got shape {array.shape}")
+    stats_ = [confidence_interval(array[:, k].tolist()) for k in range(array.shape[1])]
+    means = np.array([mean for mean, _, _ in stats_])
+    halves = np.array([half or 0.0 for _, _, half in stats_])
+    return np.arange(array.shape[1]), means, halves
+
+
+def layer_figure(scores: Mapping[str, Any], metric: str) -> Figure:
+    """A metric by layer: each method's mean over images with its confidence band.
+
+    Args:
+        scores: method -> ``(images, layers)`` per-image scores (e.g. the mass Jaccard of each
+            layer's raw CLS attention and of the rollout ending at that layer).
+        metric: the metric's name, for the axis.
+
+    Returns:
+        The Figure, one Axes with one line (and band) per method.
+
+    Raises:
+        ValueError: for empty scores or scores that are not ``(images, layers)``.
+    """
+    if not scores:
+        raise ValueError("scores is empty: nothing to plot")
+    fig = Figure(figsize=(6.0, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for method, values in scores.items():
+        layers, means, halves = _layer_statistics(values)
+        ax.plot(layers, means, marker="o", label=method)
+        ax.fill_between(layers, means - halves, means + halves, alpha=0.2)
+    ax.set_xticks(layers)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(f"{metric} (mean, {CONFIDENCE:.0%} CI)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def layer_table(scores: Mapping[str, Any], metric: str) -> str:
+    """The same as :func:`layer_figure` as a Markdown table: one row per method, one column per
+    layer, each cell ``mean ± half-width``, the best layer of each method bold."""
+    columns = None
+    lines = []
+    for method, values in scores.items():
+        layers, means, halves = _layer_statistics(values)
+        columns = layers if columns is None else columns
+        best = int(np.argmax(means))
+        cells = [
+            (f"**{m:.3f}**" if k == best else f"{m:.3f}") + f" ± {h:.3f}"
+            for k, (m, h) in enumerate(zip(means, halves))
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    header = f"| {metric} | " + " | ".join(f"layer {k}" for k in columns) + " |"
+    return "\n".join([header, "|---|" + "---:|" * len(columns), *lines])
+
+
 def _curve_kind(metric: str) -> str:
     return metric.split("_")[0] if metric.startswith(("deletion", "insertion")) else "perturbation"
 
@@ -591,6 +649,8 @@ def write_report(
     examples: Sequence[Example] = (),
     title: str | None = None,
     notes: str = "",
+    layer_scores: Mapping[str, Any] | None = None,
+    layer_metric: str = "mass_jaccard",
 ) -> Path:
     """Write ``report.md``, ``summary.csv``, ``summary.json`` and ``figures/*.png``.
 
@@ -601,6 +661,9 @@ def write_report(
         examples: maps for the example grid (:func:`load_examples`); none, no grid.
         title: the report's heading.
         notes: extra Markdown under the heading.
+        layer_scores: method -> ``(images, layers)`` scores of ``layer_metric`` per layer, drawn
+            by :func:`layer_figure`; none, no figure.
+        layer_metric: the metric of ``layer_scores``.
 
     Returns:
         The path of ``report.md``.
@@ -632,6 +695,10 @@ def write_report(
         # Photo-like panels compress poorly: 1.2 MB at the default 150 dpi, 1.0 MB at 100.
         save_figure(example_grid(examples, ordered_methods(rows, meta)), out / path, dpi=100)
         figures["Example maps"] = path
+    if layer_scores:
+        path = f"{FIGURES_DIR}/layers_{layer_metric}.png"
+        save_figure(layer_figure(layer_scores, layer_metric), out / path)
+        figures[f"Localisation by layer ({layer_metric}, mean, {CONFIDENCE:.0%} CI)"] = path
     report = out / REPORT_MD
     report.write_text(markdown_report(rows, meta, figures=figures, title=title, notes=notes))
     return report

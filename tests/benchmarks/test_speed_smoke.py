@@ -73,3 +73,19 @@ def test_trials_combine_to_medians():
     assert len(combined.times_s) == 6 and combined.background_cpu == 0.2
     failed = speed.Measurement(case=case, status="error", reason="boom")
     assert speed.combine_trials([trials[0], failed]).status == "error"
+
+
+def test_flow_suite_agrees_with_the_reference_and_writes_json(tmp_path):
+    out = tmp_path / "flow.json"
+    document = speed.main(
+        ["--flow", "--models", "tiny-test", "--sizes", "32", "--repeats", "1",
+         "--flow-reference-tokens", "2", "--out", str(out)]
+    )  # fmt: skip
+    (row,) = json.loads(out.read_text())["flow"]
+    assert row == json.loads(json.dumps(document["flow"][0]))
+    assert (row["tokens"], row["layers"], row["patches"]) == (5, 2, 4)
+    assert row["reference_tokens_solved"] == 2 and row["extrapolated"]
+    assert row["max_abs_diff"] < 1e-6  # the solved patches agree with networkx
+    assert row["attention_flow_s"] > 0
+    assert row["reference_extrapolated_s"] > row["reference_graph_s"] > 0
+    assert "from 2 of 4 patches" in speed.format_flow(document["flow"])
