@@ -8,7 +8,10 @@ Writes, with :mod:`attnexplain.viz` only:
 - ``dino_masks.png``: DINO's 60 %-mass masks of every head, and of the head mean;
 - ``rollout_vs_raw.png``: the ground-truth mask next to raw attention, rollout and (when the
   gradient methods are installed) Grad-CAM and gradient-weighted rollout, for three images;
-- ``mean_attention_distance.png``: the mean attention distance of every layer and head.
+- ``mean_attention_distance.png``: the mean attention distance of every layer and head;
+- ``layer_maps.png``: every layer's own map (the founding per-block figure) and the rollout up
+  to that layer, for two images;
+- ``legrad_flow.png``: the mask next to rollout, attention flow and LeGrad, for three images.
 
 Every PNG is re-encoded with a 256-colour palette and checked against a size budget, so the
 repository stays small.
@@ -25,10 +28,17 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
+from attnexplain import (
+    AttentionFlow,
+    AttentionRollout,
+    LeGrad,
+    MeanAttentionDistance,
+    RawCLSAttention,
+)
 from attnexplain.viz import (
     compare_overlays,
     head_grid,
+    layer_grid,
     mad_plot,
     mass_threshold_overlay,
     save_figure,
@@ -109,6 +119,36 @@ def _comparison(model, samples, inputs) -> Figure:
     return figure
 
 
+def _layer_maps(model, samples, inputs) -> Figure:
+    shown = list(SHOWN[:2])
+    maps = AttentionRollout(model).layer_maps(inputs[shown])
+    images = torch.stack([samples[i].image for i in shown])
+    figure = Figure(figsize=(1.5 * (len(maps.layers) + 1), 1.6 * 4), layout="constrained")
+    top, bottom = figure.subfigures(2, 1)
+    layer_grid(images, maps.per_block, axes=top.subplots(2, len(maps.layers) + 1))
+    top.suptitle("Each layer's own (Ā + I) CLS row (the founding per-block figure)")
+    layer_grid(images, maps.cumulative, axes=bottom.subplots(2, len(maps.layers) + 1))
+    bottom.suptitle("Rollout up to each layer (joint_attentions[i])")
+    return figure
+
+
+def _legrad_flow(model, samples, inputs) -> Figure:
+    labels = torch.tensor([samples[i].label for i in SHOWN])
+    shown = inputs[list(SHOWN)]
+    maps = {
+        "rollout": AttentionRollout(model).attribute(shown),
+        "attention flow": AttentionFlow(model).attribute(shown),
+        "LeGrad": LeGrad(model).attribute(shown, target=labels),
+    }
+    figure = Figure(figsize=(2.1 * (len(maps) + 2), 2.3 * len(SHOWN)), layout="constrained")
+    for row, (subfigure, index) in enumerate(zip(figure.subfigures(len(SHOWN), 1), SHOWN)):
+        overlays = {"object mask": samples[index].mask.float()}
+        overlays |= {label: value[row] for label, value in maps.items()}
+        compare_overlays(samples[index].image, overlays, axes=subfigure.subplots(1, len(maps) + 2))
+    figure.suptitle("Rollout, attention flow and LeGrad (LeGrad explains the true class)")
+    return figure
+
+
 def _mad(model, preprocess) -> Figure:
     samples = default_samples(16)
     inputs = torch.cat([preprocess(sample.image) for sample in samples])
@@ -134,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         "dino_masks.png": _dino_masks(model, samples, inputs),
         "rollout_vs_raw.png": _comparison(model, samples, inputs),
         "mean_attention_distance.png": _mad(model, preprocess),
+        "layer_maps.png": _layer_maps(model, samples, inputs),
+        "legrad_flow.png": _legrad_flow(model, samples, inputs),
     }
     too_big = []
     for name, figure in figures.items():
