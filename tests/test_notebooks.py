@@ -86,11 +86,18 @@ def _check_quickstart(result: dict[str, Any]) -> None:
 
 
 def _check_compare_methods(result: dict[str, Any]) -> None:
-    assert set(result) == {"raw CLS", "rollout", "Grad-CAM", "grad. rollout", "random", "centre"}
+    by_layer = result.pop("by_layer")
+    assert set(result) == {"raw CLS", "rollout", "Grad-CAM", "grad. rollout", "attention flow",
+                           "LeGrad", "random", "centre"}  # fmt: skip
     for method in ("raw CLS", "rollout"):
         for metric in ("energy_pointing_game", "auroc"):
             assert result[method][metric] > result["random"][metric], (method, metric)
+    assert result["attention flow"]["auroc"] > result["random"]["auroc"]
     assert abs(result["random"]["auroc"] - 0.5) < 0.05  # noise is at chance
+    # One value per layer; the last layer's own map and the rollout up to it are the methods'.
+    assert {len(row) for row in by_layer.values()} == {4}
+    assert abs(by_layer["raw CLS"][-1] - result["raw CLS"]["mass_jaccard"]) < 1e-6
+    assert abs(by_layer["rollout up to"][-1] - result["rollout"]["mass_jaccard"]) < 1e-6
 
 
 def _check_mean_attention_distance(result: dict[str, Any]) -> None:
