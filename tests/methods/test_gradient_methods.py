@@ -16,6 +16,7 @@ import torch
 from attnexplain.capture import UnsupportedModelError
 from attnexplain.methods.gradcam import GradCAM
 from attnexplain.methods.gradient_rollout import GradientWeightedRollout
+from attnexplain.methods.legrad import LeGrad
 from tests.conftest import CLASSES, PATCH
 
 #: The pre-attention LayerNorm of the last block, named by hand per family.
@@ -287,9 +288,10 @@ def _timm_backbone() -> torch.nn.Module:
     ).eval()
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("backbone", ["hf_vit_backbone", "timm_num_classes_0"])
-def test_backbone_without_head_is_refused(fresh_family, method, backbone):
+@pytest.mark.parametrize("method", [*METHODS, LeGrad])
+@pytest.mark.parametrize("backbone", ["hf_vit_backbone", "hf_dinov2", "timm_num_classes_0"])
+@pytest.mark.parametrize("target", [None, 0])
+def test_backbone_without_head_is_refused(fresh_family, method, backbone, target):
     if backbone == "timm_num_classes_0":
         pytest.importorskip("timm")
         model, match = _timm_backbone(), "num_classes=0"
@@ -297,7 +299,7 @@ def test_backbone_without_head_is_refused(fresh_family, method, backbone):
         model, match = fresh_family(backbone).model, "no classification head"
     model.train()
     with pytest.raises(UnsupportedModelError, match=match):
-        method(model).attribute(_inputs(), target=0)
+        method(model).attribute(_inputs(), target=target)
     assert _hook_count(model) == 0
     assert all(module.training for module in model.modules())
     assert all(p.grad is None for p in model.parameters())
@@ -345,8 +347,12 @@ def test_model_state_is_restored_and_maps_use_eval_semantics(method):
 def test_forward_raising_midway_leaves_no_trace(fresh_family, method, name):
     model = fresh_family(name).model
     model.train()
-    explainer = method(model)
     blocks = model.vit.layers if name == "hf_vit" else model.blocks
+    check_no_trace_after_a_raising_forward(method(model), model, blocks)
+
+
+def check_no_trace_after_a_raising_forward(explainer, model, blocks) -> None:
+    """A forward that raises in block 1 leaves no hook, mode or gradient behind (train mode in)."""
 
     def boom(module, args, output):
         raise RuntimeError("boom in block 1")

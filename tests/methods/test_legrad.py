@@ -22,8 +22,8 @@ from tests.conftest import DEPTH, PATCH, family_cases, shared_family
 from tests.methods.test_gradient_methods import (
     _hook_count,
     _inputs,
-    _timm_backbone,
     _timm_with_dropout,
+    check_no_trace_after_a_raising_forward,
     torchvision_explicit_forward,
 )
 
@@ -184,20 +184,7 @@ def test_none_target_is_the_models_prediction_for_every_layer():
 # --- errors and the model left as found -------------------------------------------------------
 
 
-@pytest.mark.parametrize("backbone", ["hf_vit_backbone", "hf_dinov2", "timm_num_classes_0"])
-@pytest.mark.parametrize("target", [None, 0])
-def test_headless_model_is_refused(fresh_family, backbone, target):
-    if backbone == "timm_num_classes_0":
-        pytest.importorskip("timm")
-        model, match = _timm_backbone(), "num_classes=0"
-    else:
-        model, match = fresh_family(backbone).model, "no classification head"
-    model.train()
-    with pytest.raises(UnsupportedModelError, match=match):
-        LeGrad(model).attribute(_inputs(), target=target)
-    assert _hook_count(model) == 0
-    assert all(module.training for module in model.modules())
-    assert all(p.grad is None for p in model.parameters())
+# Headless backbones: test_gradient_methods.test_backbone_without_head_is_refused.
 
 
 def test_custom_model_without_readout_is_refused(fresh_family):
@@ -234,23 +221,8 @@ def test_forward_raising_midway_leaves_no_trace(fresh_family, name):
     model = fresh_family(name).model
     model.train()
     explainer = LeGrad(model)
-    blocks = explainer.adapter.blocks
-
-    def boom(module, args, output):
-        raise RuntimeError("boom in block 1")
-
-    handle = blocks[1].register_forward_hook(boom)
-    try:
-        with pytest.raises(RuntimeError, match="boom in block 1"):
-            explainer.attribute(_inputs(), target=[0, 1])
-        assert _hook_count(model) == 1  # only the test's own hook
-    finally:
-        handle.remove()
-    assert _hook_count(model) == 0
-    assert all("forward" not in vars(block) for block in blocks)
-    assert all(module.training for module in model.modules())
-    assert all(p.grad is None for p in model.parameters())
-    assert explainer.attribute(_inputs(), target=[0, 1]).shape == (2, 1, 32, 32)
+    check_no_trace_after_a_raising_forward(explainer, model, explainer.adapter.blocks)
+    assert all("forward" not in vars(block) for block in explainer.adapter.blocks)
 
 
 def test_frozen_model_under_no_grad_gives_the_same_maps(fresh_family):
