@@ -89,3 +89,7 @@ def test_flow_suite_agrees_with_the_reference_and_writes_json(tmp_path):
     assert row["attention_flow_s"] > 0
     assert row["reference_extrapolated_s"] > row["reference_graph_s"] > 0
     assert "from 2 of 4 patches" in speed.format_flow(document["flow"])
+    alone = speed.main(["--flow", "--models", "tiny-test", "--sizes", "32", "--repeats", "1",
+                        "--flow-reference-tokens", "0"])["flow"]  # fmt: skip
+    assert alone[0]["reference_tokens_solved"] == 0 and alone[0]["attention_flow_s"] > 0
+    assert "not run" in speed.format_flow(alone)
