@@ -17,6 +17,8 @@ from attnexplain.benchmark.report import (
     compare_runs,
     confidence_interval,
     example_grid,
+    layer_figure,
+    layer_table,
     markdown_report,
     markdown_table,
     metric_bars,
@@ -234,3 +236,30 @@ def test_combine_rows_joins_passes(rows) -> None:
     changed = [{**r, "metrics": {"mass_jaccard": 0.0}} for r in rows]
     with pytest.raises(ValueError, match="disagree on mass_jaccard"):
         combine_rows(localisation, changed)
+
+
+LAYER_SCORES = {  # three images x three layers; raw is best at layer 2, rollout at layer 1
+    "raw": [[0.1, 0.2, 0.6], [0.3, 0.2, 0.4], [0.2, 0.2, 0.5]],
+    "rollout": [[0.4, 0.9, 0.5], [0.4, 0.7, 0.5], [0.4, 0.8, 0.5]],
+}
+
+
+def test_layer_table_and_figure_hold_the_means_by_layer() -> None:
+    table = layer_table(LAYER_SCORES, "mass_jaccard").splitlines()
+    assert table[0] == "| mass_jaccard | layer 0 | layer 1 | layer 2 |"
+    half = confidence_interval([0.1, 0.3, 0.2])[2]
+    assert table[2].startswith(f"| raw | 0.200 ± {half:.3f} | 0.200 ± 0.000 | **0.500** ±")
+    assert table[3].split(" | ")[2].startswith("**0.800**")
+    fig = layer_figure(LAYER_SCORES, "mass_jaccard")
+    lines = fig.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["raw", "rollout"]
+    np.testing.assert_allclose(lines[1].get_ydata(), [0.4, 0.8, 0.5])
+    with pytest.raises(ValueError, match=r"\(images, layers\)"):
+        layer_figure({"raw": [0.1, 0.2]}, "mass_jaccard")
+
+
+def test_write_report_adds_the_per_layer_figure(rows, tmp_path: Path) -> None:
+    report = write_report(tmp_path, rows, META, layer_scores=LAYER_SCORES).read_text()
+    assert (tmp_path / "figures" / "layers_mass_jaccard.png").is_file()
+    assert "Localisation by layer (mass_jaccard, mean, 95% CI)" in report
+    assert "figures/layers_mass_jaccard.png" in report
