@@ -86,7 +86,7 @@ def test_flow_suite_agrees_with_the_reference_and_writes_json(tmp_path):
     assert (row["tokens"], row["layers"], row["patches"]) == (5, 2, 4)
     assert row["reference_tokens_solved"] == 2 and row["extrapolated"]
     assert row["max_abs_diff"] < 1e-6  # the solved patches agree with networkx
-    assert row["attention_flow_s"] > 0
+    assert row["attention_flow_s"] > 0 and row["attention_flow_cpu_s"] > 0
     assert row["reference_extrapolated_s"] > row["reference_graph_s"] > 0
     assert "from 2 of 4 patches" in speed.format_flow(document["flow"])
     alone = speed.main(["--flow", "--models", "tiny-test", "--sizes", "32", "--repeats", "1",
