@@ -102,10 +102,11 @@ class AttentionFlow(MapAttribution):
 
     Values are exact max-flows of the graph with capacities rounded down to multiples of
     :math:`2^{-30}` (:func:`cls_flow_values` states the error bound); one Dinic solve per patch
-    on a graph of :math:`(L - 2) N^2 + 2N` edges, built once per image: about 3 s per image for
-    ViT-S/16 at 224 px on one CPU core, where the reference code's networkx Edmonds–Karp takes
-    hours (see the performance page). Memory: the :math:`L - 1` fused ``(B, N, N)`` matrices
-    and one integer copy of one image's graph.
+    on a graph of :math:`(L - 2) N^2 + 2N` edges, built once per image: for ViT-S/16 at 224 px,
+    3 s of solves per image on one CPU core (15 ms each), where the reference code's networkx
+    Edmonds–Karp took 28 minutes for one patch, about 92 hours for the image (see the
+    performance page). Memory: the :math:`L - 1` fused ``(B, N, N)`` matrices and one integer
+    copy of one image's graph.
 
     Args:
         model: any supported vision transformer with a CLS token (or its adapter).
