@@ -28,6 +28,10 @@ def _tail(name: str, model: torch.nn.Module, tokens: torch.Tensor) -> dict[str, 
     if name == "hf_vit_backbone":
         normed = model.layernorm(tokens)
         return {"last_hidden_state": normed, "pooler_output": model.pooler(normed)}
+    if name == "hf_dinov2_classifier":  # the CLS token next to the mean of the patch tokens
+        normed = model.dinov2.layernorm(tokens)
+        pooled = torch.cat([normed[:, 0], normed[:, 1:].mean(dim=1)], dim=1)
+        return {"logits": model.classifier(pooled)}
     if name in ("hf_dinov2", "hf_dinov2_registers"):
         normed = model.layernorm(tokens)
         return {"last_hidden_state": normed, "pooler_output": normed[:, 0]}

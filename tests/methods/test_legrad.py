@@ -11,6 +11,7 @@ written by hand (``tests.capture.test_readout._tail``) and differentiates with
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -116,6 +117,26 @@ def test_legrad_matches_the_paper_reference(name, size):
         torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-9)
         assert (expected > 0).any()
     assert _explainer(name, family.model).attribute(x, target=0).shape == (2, 1, *size)
+
+
+def test_legrad_on_a_dinov2_classifier_pooling_patch_tokens():
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.Dinov2Config(
+        image_size=32, patch_size=PATCH, hidden_size=32, num_hidden_layers=DEPTH,
+        num_attention_heads=4, intermediate_size=64, num_labels=5,
+    )  # fmt: skip
+    family = SimpleNamespace(
+        name="hf_dinov2_classifier",
+        model=tf.Dinov2ForImageClassification(config).eval(),
+        num_prefix_tokens=1,
+    )
+    x = _inputs()
+    expected = reference_legrad(family, x, torch.tensor([1, 3]))
+    got = LeGrad(family.model).attribute(x, target=[1, 3], upsample=False)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-9)
+    assert (expected[:, :, 1:] > 0).any()
 
 
 def _torchcam_legrad(model, x, targets, projection=None, normalized=False):
