@@ -35,13 +35,12 @@ single-process run's with the same thread count (torchrun sets ``OMP_NUM_THREADS
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -76,7 +75,7 @@ from attnexplain.benchmark.store import (
     result_files,
     row_key,
 )
-from attnexplain.capture import UnsupportedModelError, resolve_adapter
+from attnexplain.capture import UnsupportedModelError, eval_mode, resolve_adapter
 from attnexplain.zoo import Preprocess
 
 META_FILE = "run.json"
@@ -183,18 +182,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["accelerator"] = torch.cuda.get_device_name(device)
     return info
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode (dropout off), restoring every module's ``training`` flag afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 def _join_process_group() -> tuple[int, int, bool]:
@@ -540,7 +527,7 @@ def run_benchmark(
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     rank, world, created_group = _join_process_group()
     try:
-        with _eval_mode(model):
+        with eval_mode(model):
             session = _Session(model, preprocess, dataset, config)
             meta = _read_meta(out)
             _check_fingerprint(meta, session.fingerprint(), out)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
@@ -11,14 +14,27 @@ from attnexplain.capture.probes import HeadFusion
 from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
+DiscardCounting = Literal["others", "vit-explain"]
 
-def discard_lowest(matrices: torch.Tensor, ratio: float, keep_index: int | None) -> torch.Tensor:
+
+def discard_lowest(
+    matrices: torch.Tensor,
+    ratio: float,
+    keep_index: int | None,
+    counting: DiscardCounting = "others",
+) -> torch.Tensor:
     """Zero the lowest ``ratio`` fraction of each sample's matrix, in place.
+
+    ``k = int(N * N * ratio)`` entries are ranked per sample. With ``counting="others"`` the ``k``
+    lowest entries other than the kept one are zeroed; with ``"vit-explain"`` the ``k`` lowest
+    are counted *with* the kept entry, which is then spared (``k - 1`` zeroed when it ranks among
+    them), as ``jacobgil/vit-explain`` does for its single sample.
 
     Args:
         matrices: ``(B, N, N)`` head-fused attention.
         ratio: fraction of the ``N * N`` entries to zero, per sample.
         keep_index: a diagonal entry never discarded (the CLS→CLS one), or ``None``.
+        counting: how the kept entry counts, see above.
 
     Returns:
         ``matrices``.
@@ -28,11 +44,17 @@ def discard_lowest(matrices: torch.Tensor, ratio: float, keep_index: int | None)
     if count == 0:
         return matrices
     flat = matrices.view(batch, -1)
-    ranked = flat.clone()
-    if keep_index is not None:
-        ranked[:, keep_index * num_tokens + keep_index] = float("inf")
+    kept = None if keep_index is None else keep_index * num_tokens + keep_index
+    if counting == "others" and kept is not None:
+        ranked = flat.clone()
+        ranked[:, kept] = float("inf")
+    else:
+        ranked = flat
     lowest = ranked.topk(count, dim=-1, largest=False).indices
+    kept_values = None if kept is None else flat[:, kept].clone()
     flat.scatter_(1, lowest, 0.0)
+    if kept_values is not None:
+        flat[:, kept] = kept_values
     return matrices
 
 
@@ -67,10 +89,16 @@ class AttentionRollout(MapAttribution):
     just its CLS row, computed alone while the layer keeps its fused attention kernel.
     :meth:`joint_attention` forms the full product.
 
+    ``discard_counting="vit-explain"`` reproduces ``jacobgil/vit-explain``'s count for
+    bit-parity with it: its ``k = int(N * N * discard_ratio)`` lowest entries include CLS→CLS,
+    which it then spares, so ``k - 1`` are zeroed when CLS→CLS ranks among them; the default
+    zeroes ``k`` entries other than CLS→CLS.
+
     Args:
         model: any supported vision transformer (or its adapter).
         head_fusion: ``"mean" | "max" | "min"``.
         discard_ratio: fraction in ``[0, 1)`` of the lowest fused entries zeroed per layer.
+        discard_counting: ``"others"`` or ``"vit-explain"``, see above.
         start_layer: first layer of the product (negative counts from the end).
         interpolation: resize mode for ``upsample=True``.
 
@@ -79,7 +107,8 @@ class AttentionRollout(MapAttribution):
         ``upsample=False``).
 
     Raises:
-        ValueError: for a bad ``head_fusion``, ``discard_ratio`` or ``start_layer``.
+        ValueError: for a bad ``head_fusion``, ``discard_ratio``, ``discard_counting`` or
+            ``start_layer``.
         UnsupportedModelError: for a model without a CLS token.
 
     Examples:
@@ -93,11 +122,18 @@ class AttentionRollout(MapAttribution):
         *,
         head_fusion: HeadFusion = "mean",
         discard_ratio: float = 0.0,
+        discard_counting: DiscardCounting = "others",
         start_layer: int = 0,
         interpolation: Interpolation = "bilinear",
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=False)
+        if discard_counting not in get_args(DiscardCounting):
+            raise ValueError(
+                f"discard_counting must be one of {get_args(DiscardCounting)}, "
+                f"got {discard_counting!r}"
+            )
+        self.discard_counting = discard_counting
         if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, int | float):
             raise TypeError(f"discard_ratio must be a float, got {discard_ratio!r}")
         if not 0.0 <= discard_ratio < 1.0:
@@ -121,8 +157,11 @@ class AttentionRollout(MapAttribution):
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
         keep = self.cls_index
+        counting = self.discard_counting
         matrices = [
-            residual_normalise(discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep))
+            residual_normalise(
+                discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep, counting)
+            )
             for layer in range(self.start_layer, self.adapter.num_layers)
             if layer in probe.matrices
         ]
@@ -139,7 +178,16 @@ class AttentionRollout(MapAttribution):
                 row[..., self.cls_index] = 1.0
             for matrix in reversed(matrices):
                 row = torch.bmm(row, matrix)
-        return patch_tokens_to_grid(row, layout), layout
+        maps = patch_tokens_to_grid(row, layout)
+        if self.discard_ratio > 0 and not maps.flatten(1).any(dim=1).all():
+            warnings.warn(
+                f"discard_ratio={self.discard_ratio} zeroed every patch's share of the CLS "
+                "token's joint attention for some images: their rollout maps are all zeros. "
+                "Use a smaller discard_ratio.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return maps, layout
 
     def joint_attention(self, inputs: torch.Tensor) -> tuple[torch.Tensor, TokenLayout]:
         """The full joint attention :math:`\\hat A^{(L-1)} \\cdots \\hat A^{(s)}`.
