@@ -8,6 +8,7 @@ from torch import nn
 from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.kernel import full_precision
 from attnexplain.capture.probes import HeadFusion
+from attnexplain.capture.tokens import TokenMask, drop_keys
 from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
@@ -73,6 +74,10 @@ class AttentionRollout(MapAttribution):
         discard_ratio: fraction in ``[0, 1)`` of the lowest fused entries zeroed per layer.
         start_layer: first layer of the product (negative counts from the end).
         interpolation: resize mode for ``upsample=True``.
+        exclude_tokens: a diagnostic aid, off by default: ``inputs -> (B, N)`` bool mask of
+            tokens to ignore as keys in every layer (e.g.
+            ``ArtifactDiagnostics(model).high_norm_tokens``); each fused row's share on them is
+            redistributed over the other tokens before the residual step (``drop_keys``).
 
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, 1, H, W)`` (``(B, 1, h, w)`` with
@@ -95,9 +100,11 @@ class AttentionRollout(MapAttribution):
         discard_ratio: float = 0.0,
         start_layer: int = 0,
         interpolation: Interpolation = "bilinear",
+        exclude_tokens: TokenMask | None = None,
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=False)
+        self.exclude_tokens = exclude_tokens
         if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, int | float):
             raise TypeError(f"discard_ratio must be a float, got {discard_ratio!r}")
         if not 0.0 <= discard_ratio < 1.0:
@@ -121,14 +128,19 @@ class AttentionRollout(MapAttribution):
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
         keep = self.cls_index
+        excluded = None if self.exclude_tokens is None else self.exclude_tokens(inputs)
         matrices = [
-            residual_normalise(discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep))
+            residual_normalise(
+                discard_lowest(
+                    drop_keys(probe.matrices.pop(layer), excluded), self.discard_ratio, keep
+                )
+            )
             for layer in range(self.start_layer, self.adapter.num_layers)
             if layer in probe.matrices
         ]
         cls_row = probe.cls_row
         if cls_row is not None:
-            cls_row = residual_normalise(cls_row, first_row=keep)
+            cls_row = residual_normalise(drop_keys(cls_row, excluded), first_row=keep)
         return matrices, cls_row, layout
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
