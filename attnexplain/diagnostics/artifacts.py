@@ -92,6 +92,40 @@ class ArtifactReport:
             return None
         return self.query_rows[..., self.registers].sum(dim=-1)
 
+    @classmethod
+    def concatenate(cls, reports: Sequence[ArtifactReport]) -> ArtifactReport:
+        """One report for the images of several, in order (e.g. a dataset diagnosed in chunks).
+
+        Raises:
+            ValueError: if ``reports`` is empty or the reports differ in layout, layer, rule,
+                registers or query.
+        """
+        if not reports:
+            raise ValueError("reports must hold at least one report")
+        first = reports[0]
+        same = ("layout", "layer", "threshold_rule", "registers", "query", "stage_names")
+        for index, report in enumerate(reports):
+            for name in same:
+                if getattr(report, name) != getattr(first, name):
+                    raise ValueError(
+                        f"reports[{index}] differs from reports[0] in {name}: "
+                        f"{getattr(report, name)!r} vs {getattr(first, name)!r}"
+                    )
+        rows = None if first.query_rows is None else torch.cat([r.query_rows for r in reports])
+        return cls(
+            norms=torch.cat([r.norms for r in reports]),
+            layout=first.layout,
+            layer=first.layer,
+            threshold_rule=first.threshold_rule,
+            thresholds=torch.cat([r.thresholds for r in reports]),
+            separations=torch.cat([r.separations for r in reports]),
+            high_norm=torch.cat([r.high_norm for r in reports]),
+            registers=first.registers,
+            query=first.query,
+            query_rows=rows,
+            stage_names=first.stage_names,
+        )
+
     def positions(self, index: int) -> list[tuple[int, int]]:
         """``(row, col)`` on the patch grid of image ``index``'s high-norm tokens."""
         prefix, width = self.layout.num_prefix_tokens, self.layout.grid[1]
