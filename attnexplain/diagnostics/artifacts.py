@@ -363,7 +363,9 @@ class ArtifactDiagnostics(MapAttribution):
         :class:`~attnexplain.methods.AttentionRollout` for a cleaned map (one extra forward).
 
         Raises:
-            Same as :meth:`diagnose`.
+            TypeError, ValueError: for invalid inputs, images of different sizes, or a fixed
+                threshold that flags every patch token of an image (as :meth:`diagnose`).
+            UnsupportedModelError: when the model's token outputs cannot be read.
         """
         inputs = self.validate_inputs(_as_batch(inputs))
         with torch.no_grad():
