@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from attnexplain.diagnostics import ArtifactReport
 from attnexplain.viz._common import (
@@ -43,6 +43,7 @@ _FLAGGED_COLOR = "tab:red"
 _PATCH_COLOR = "0.55"
 _REGISTER_COLOR = "tab:blue"
 _CLS_COLOR = "tab:green"
+_PLAIN = FuncFormatter(lambda value, _position: f"{value:g}")
 
 
 def _default_layers(report: ArtifactReport) -> list[int]:
@@ -136,9 +137,10 @@ def norm_histograms(
             for threshold in {float(t) for t in report.thresholds if math.isfinite(float(t))}:
                 ax.axvline(threshold, color="0.2", linestyle="--", linewidth=1)
         ax.set_xscale("log")
-        # Labels on the decades only: minor labels of a narrow log range overlap.
-        ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        # Plain labels at 1, 2, 5 x 10^k: readable over a narrow range, never overlapping.
+        ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.xaxis.set_major_formatter(_PLAIN)
+        ax.xaxis.set_minor_formatter(_PLAIN)
         ax.set_ylim(bottom=0.5)
         ax.set_title(f"layer {layer}" + (" (detection)" if layer == report.layer else ""),
                      fontsize="medium")  # fmt: skip

@@ -65,8 +65,10 @@ def reference_hidden_states(family: Family, x: torch.Tensor) -> list[torch.Tenso
     model = family.model
     with torch.no_grad():
         if family.name.startswith("hf_"):
+            # A copy (with the planting hook): transformers records hidden states with hooks it
+            # leaves on the model, and the shared models must stay hook-free.
             resize = {"interpolate_pos_encoding": True} if x.shape[-2:] != (32, 32) else {}
-            output = model(pixel_values=x, output_hidden_states=True, **resize)
+            output = copy.deepcopy(model)(pixel_values=x, output_hidden_states=True, **resize)
             return list(output.hidden_states[1:])
         if family.name == "torchvision":
             tokens = model._process_input(x)

@@ -177,3 +177,9 @@ def test_drop_keys_keeps_each_rows_sum_and_zeroes_rows_with_no_kept_mass():
 def test_drop_keys_rejects_bad_masks(excluded, error, message):
     with pytest.raises(error, match=message):
         drop_keys(torch.rand(1, 2, 3), excluded)
+
+
+def test_the_references_leave_the_shared_models_without_hooks():
+    family = shared_family("hf_vit")
+    reference_norms(family, torch.randn(1, 3, 32, 32))
+    assert hook_count(family.model) == 0
