@@ -127,20 +127,21 @@ class AttentionRollout(MapAttribution):
         probe = FusedAttentionProbe(self.head_fusion, self.start_layer, last_layer_cls_row)
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
+        if self.exclude_tokens is not None:  # the diagnostic aid: before discard and residual
+            excluded = self.exclude_tokens(inputs)
+            probe.matrices = {k: drop_keys(m, excluded) for k, m in probe.matrices.items()}
+            if probe.cls_row is not None:
+                probe.cls_row = drop_keys(probe.cls_row, excluded)
+
         keep = self.cls_index
-        excluded = None if self.exclude_tokens is None else self.exclude_tokens(inputs)
         matrices = [
-            residual_normalise(
-                discard_lowest(
-                    drop_keys(probe.matrices.pop(layer), excluded), self.discard_ratio, keep
-                )
-            )
+            residual_normalise(discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep))
             for layer in range(self.start_layer, self.adapter.num_layers)
             if layer in probe.matrices
         ]
         cls_row = probe.cls_row
         if cls_row is not None:
-            cls_row = residual_normalise(drop_keys(cls_row, excluded), first_row=keep)
+            cls_row = residual_normalise(cls_row, first_row=keep)
         return matrices, cls_row, layout
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
