@@ -104,7 +104,6 @@ class AttentionRollout(MapAttribution):
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=False)
-        self.exclude_tokens = exclude_tokens
         if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, int | float):
             raise TypeError(f"discard_ratio must be a float, got {discard_ratio!r}")
         if not 0.0 <= discard_ratio < 1.0:
@@ -113,6 +112,7 @@ class AttentionRollout(MapAttribution):
         self.discard_ratio = float(discard_ratio)
         self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
         self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+        self.exclude_tokens = exclude_tokens
 
     def _layer_matrices(
         self, inputs: torch.Tensor, last_layer_cls_row: bool = False
