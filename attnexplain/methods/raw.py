@@ -7,6 +7,7 @@ from torch import nn
 
 from attnexplain.capture import CLSRowProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.probes import HeadFusion, fuse_heads
+from attnexplain.capture.tokens import TokenMask, drop_keys
 from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
@@ -26,6 +27,9 @@ class RawCLSAttention(MapAttribution):
         layer: attention layer, negative counts from the end (default: the last).
         head_fusion: ``"mean" | "max" | "min"`` fuse the heads into one map; ``None`` keeps them.
         interpolation: resize mode for ``upsample=True``.
+        exclude_tokens: a diagnostic aid, off by default: ``inputs -> (B, N)`` bool mask of
+            tokens to ignore (e.g. ``ArtifactDiagnostics(model).high_norm_tokens``); their
+            attention is redistributed over the other tokens (``drop_keys``).
 
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, heads, H, W)`` with
@@ -46,9 +50,11 @@ class RawCLSAttention(MapAttribution):
         layer: int = -1,
         head_fusion: HeadFusion | None = "mean",
         interpolation: Interpolation = "bilinear",
+        exclude_tokens: TokenMask | None = None,
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=True)
+        self.exclude_tokens = exclude_tokens
         self.layer = check_layer(layer, self.adapter)
         self.head_fusion = head_fusion
         require_cls_token(self.adapter, type(self).__name__)
@@ -57,7 +63,8 @@ class RawCLSAttention(MapAttribution):
         probe = CLSRowProbe(self.layer)
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
-        maps = patch_tokens_to_grid(probe.row, layout)  # (B, heads, h, w)
+        excluded = None if self.exclude_tokens is None else self.exclude_tokens(inputs)
+        maps = patch_tokens_to_grid(drop_keys(probe.row, excluded), layout)  # (B, heads, h, w)
         if self.head_fusion is not None:
             maps = fuse_heads(maps, self.head_fusion).unsqueeze(1)
         return maps, layout

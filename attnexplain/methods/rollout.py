@@ -11,6 +11,7 @@ from torch import nn
 from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.kernel import full_precision
 from attnexplain.capture.probes import HeadFusion
+from attnexplain.capture.tokens import TokenMask, drop_keys
 from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
@@ -101,6 +102,10 @@ class AttentionRollout(MapAttribution):
         discard_counting: ``"others"`` or ``"vit-explain"``, see above.
         start_layer: first layer of the product (negative counts from the end).
         interpolation: resize mode for ``upsample=True``.
+        exclude_tokens: a diagnostic aid, off by default: ``inputs -> (B, N)`` bool mask of
+            tokens to ignore as keys in every layer (e.g.
+            ``ArtifactDiagnostics(model).high_norm_tokens``); each fused row's share on them is
+            redistributed over the other tokens before the residual step (``drop_keys``).
 
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, 1, H, W)`` (``(B, 1, h, w)`` with
@@ -125,6 +130,7 @@ class AttentionRollout(MapAttribution):
         discard_counting: DiscardCounting = "others",
         start_layer: int = 0,
         interpolation: Interpolation = "bilinear",
+        exclude_tokens: TokenMask | None = None,
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=False)
@@ -142,6 +148,7 @@ class AttentionRollout(MapAttribution):
         self.discard_ratio = float(discard_ratio)
         self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
         self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+        self.exclude_tokens = exclude_tokens
 
     def _layer_matrices(
         self, inputs: torch.Tensor, last_layer_cls_row: bool = False
@@ -156,6 +163,12 @@ class AttentionRollout(MapAttribution):
         probe = FusedAttentionProbe(self.head_fusion, self.start_layer, last_layer_cls_row)
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
+        if self.exclude_tokens is not None:  # the diagnostic aid: before discard and residual
+            excluded = self.exclude_tokens(inputs)
+            probe.matrices = {k: drop_keys(m, excluded) for k, m in probe.matrices.items()}
+            if probe.cls_row is not None:
+                probe.cls_row = drop_keys(probe.cls_row, excluded)
+
         keep = self.cls_index
         counting = self.discard_counting
         matrices = [
