@@ -166,25 +166,26 @@ def quantise(views: MapViews) -> QuantisedViews:
         The :class:`QuantisedViews`.
     """
     maps = np.asarray(views.maps, dtype=np.float64)
-    count = maps.shape[0]
-    codes = np.empty(maps.shape, dtype=np.uint8)
-    offset, scale = np.zeros(count), np.zeros(count)
-    nonfinite = np.zeros(count, dtype=np.int64)
-    for v, values in enumerate(maps):
-        finite = np.isfinite(values)
-        nonfinite[v] = int((~finite).sum())
-        levels = NONFINITE_CODE - (1 if nonfinite[v] else 0)
-        if finite.any():
-            low, high = float(values[finite].min()), float(values[finite].max())
-            offset[v] = low
-            scale[v] = (high - low) / levels
-        steps = (values - offset[v]) / scale[v] if scale[v] > 0 else np.zeros_like(values)
-        codes[v] = np.where(finite, np.rint(np.nan_to_num(steps)).clip(0, levels), NONFINITE_CODE)
+    finite = np.isfinite(maps)
+    nonfinite = (~finite).sum(axis=(1, 2))
+    levels = np.where(nonfinite > 0, NONFINITE_CODE - 1, NONFINITE_CODE)
+    has_values = finite.any(axis=(1, 2))
+    low = np.where(has_values, np.where(finite, maps, np.inf).min(axis=(1, 2)), 0.0)
+    high = np.where(has_values, np.where(finite, maps, -np.inf).max(axis=(1, 2)), 0.0)
+    offset, scale = low, (high - low) / levels
+    steps = np.divide(
+        maps - offset[:, None, None],
+        scale[:, None, None],
+        out=np.zeros_like(maps),
+        where=finite & (scale > 0)[:, None, None],
+    )
+    codes = np.where(finite, np.rint(steps).clip(0, levels[:, None, None]), NONFINITE_CODE)
+    codes = codes.astype(np.uint8)
     return QuantisedViews(
         codes,
         offset,
         scale,
-        nonfinite,
+        nonfinite.astype(np.int64),
         np.asarray(views.layers, dtype=np.int64),
         np.asarray(views.heads, dtype=np.int64),
         np.asarray(views.scored, dtype=bool),
@@ -202,21 +203,31 @@ def own_views(maps: torch.Tensor) -> list[MapViews]:
 
 
 class RawLayerViews:
-    """Raw CLS attention of every layer, per head (and head-fused when ``fusion`` is given).
+    """Raw CLS attention of every layer, per head (and head-fused when ``fused``).
+
+    Called on inputs ``(B, C, H, W)`` it returns one :class:`MapViews` per image, with
+    ``L * (heads + 1)`` maps ``(h, w)`` on the patch grid (``L * heads`` without ``fused``).
 
     Args:
         model: the model or its adapter.
         options: the benchmark method's options (``layer`` picks the scored layer,
             ``head_fusion`` the fusion of the scored map; ``interpolation`` is irrelevant on the
-            grid).
-        fused: whether the scored map is the head-fused one (``raw``) or the heads
-            (``raw_heads``).
+            grid); none: the last layer and the head mean.
+        fused: whether the scored map is the head-fused one (``raw``, with fused views at every
+            layer) or the heads (``raw_heads``).
 
     Raises:
         ValueError, TypeError: for options ``RawCLSAttention`` rejects.
     """
 
-    def __init__(self, model: nn.Module | ModelAdapter, options: Mapping[str, Any], fused: bool):
+    def __init__(
+        self,
+        model: nn.Module | ModelAdapter,
+        options: Mapping[str, Any] | None = None,
+        *,
+        fused: bool = True,
+    ) -> None:
+        options = options or {}
         self.adapter = resolve_adapter(model)
         self.fusion = options.get("head_fusion", "mean") if fused else None
         self.scored_layer = RawCLSAttention(self.adapter, layer=options.get("layer", -1)).layer
@@ -251,15 +262,18 @@ class RawLayerViews:
 class RolloutViews:
     """Attention rollout on the patch grid, the product ending at the last block.
 
-    A per-block rollout would return one view per end block here.
+    Called on inputs ``(B, C, H, W)`` it returns one :class:`MapViews` per image with one
+    ``(h, w)`` map. A per-block rollout would return one view per end block here.
 
     Args:
         model: the model or its adapter.
-        options: the benchmark method's ``AttentionRollout`` options.
+        options: the benchmark method's ``AttentionRollout`` options (none: its defaults).
     """
 
-    def __init__(self, model: nn.Module | ModelAdapter, options: Mapping[str, Any]) -> None:
-        self.rollout = AttentionRollout(model, **options)
+    def __init__(
+        self, model: nn.Module | ModelAdapter, options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.rollout = AttentionRollout(model, **(options or {}))
 
     def __call__(self, inputs: torch.Tensor, maps: torch.Tensor | None = None) -> list[MapViews]:
         grid = self.rollout.attribute(inputs, upsample=False).cpu().numpy()  # (B, 1, h, w)
