@@ -378,6 +378,23 @@ def test_pages_of_bad_input_open_and_say_what_is_missing(browser, embedded_run, 
     assert console_errors(browser) == []
 
 
+def test_maps_sharing_their_codes_keep_their_own_values(browser, tmp_path) -> None:
+    """``2 * m`` has the codes of ``m``: stored once, drawn with each map's own scale."""
+    grid = np.random.default_rng(2).random((6, 6))
+    pixels = np.zeros((24, 24, 3), np.uint8)
+    images = [ExplorerImage(f"x{k}", pixels, {"m": (k + 1) * grid}) for k in range(2)]
+    (page,) = write_explorer(tmp_path / "explorer.html", images)
+    _open(browser, page)
+    _select(browser, "colormap", "gray")
+    _select(browser, "normalisation", "raw")
+    for k in range(2):
+        if k:
+            _press(browser, "ARROW_RIGHT")
+        values = _upsampled((k + 1) * grid, (24, 24))
+        _assert_levels(_pixels(browser, "#map"), _levels(values, grid.min(), 2 * grid.max()))
+    assert console_errors(browser) == []
+
+
 def test_budget_page_load_time_is_measured(browser, budget_page, timings) -> None:
     """50 images x 7 methods x 4 layers x 8 heads: the size is asserted in test_explorer_page;
     here the browser's load time is measured and recorded (never asserted: timings belong to

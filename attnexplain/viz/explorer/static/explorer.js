@@ -128,7 +128,9 @@
   }
 
   function mapValues(view, size) {
-    const key = `${view.offset}/${view.h}x${view.w}/${size[0]}x${size[1]}`;
+    // Identical codes are stored once, but maps sharing them may differ in offset and scale.
+    const key = [view.offset, view.h, view.w, view.lo, view.scale, view.nonfinite > 0, ...size]
+      .join("/");
     if (!valueCache.has(key)) {
       if (valueCache.size > 64) valueCache.clear();
       valueCache.set(key, bilinear(gridValues(view), view.h, view.w, size[0], size[1]));
