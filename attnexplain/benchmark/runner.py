@@ -24,6 +24,10 @@ are the embedded model's classes); ``"predicted"`` explains the model's top-1 cl
 for VOC, COCO and ImageNet-segmentation, whose ids are not the model's). Headless models have no
 target and no faithfulness metrics.
 
+**Maps.** With ``save_maps`` (the default) every image's maps of every method are kept
+under ``maps/`` for the explorer page (:mod:`~attnexplain.benchmark.maps`: 8-bit per map, the
+attention methods on the patch grid at every layer and head), written before the image's rows.
+
 **Resume.** Rows already in the output folder are skipped by key; a truncated last line is
 dropped. **Sharding.** Under ``torchrun`` (``WORLD_SIZE > 1``) the runner joins a ``gloo``
 process group; the images are cut into fixed batches of ``batch_size`` and rank ``r`` scores
@@ -35,13 +39,12 @@ single-process run's with the same thread count (torchrun sets ``OMP_NUM_THREADS
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from attnexplain.benchmark.maps import MAPS_DIR, ViewSource, save_sample, store_batch, view_source
 from attnexplain.benchmark.registry import (
     FAITHFULNESS_METRICS,
     MAP_METRICS,
@@ -76,7 +80,7 @@ from attnexplain.benchmark.store import (
     result_files,
     row_key,
 )
-from attnexplain.capture import UnsupportedModelError, resolve_adapter
+from attnexplain.capture import UnsupportedModelError, eval_mode, resolve_adapter
 from attnexplain.zoo import Preprocess
 
 META_FILE = "run.json"
@@ -100,6 +104,7 @@ class BenchmarkConfig:
         method_options: keyword arguments per method name (e.g. ``{"rollout": {"start_layer":
             1}}``).
         examples: save the maps of the first ``examples`` images for the report's figure.
+        save_maps: store every image's maps under ``maps/`` for the explorer page.
         seed: seed of the random baseline.
         progress: show a progress bar on stderr.
         model_name: how the report names the model.
@@ -118,6 +123,7 @@ class BenchmarkConfig:
     faithfulness_steps: int = 16
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     examples: int = 4
+    save_maps: bool = True
     seed: int = 0
     progress: bool = True
     model_name: str = "model"
@@ -183,18 +189,6 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["accelerator"] = torch.cuda.get_device_name(device)
     return info
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Run in eval mode (dropout off), restoring every module's ``training`` flag afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 def _join_process_group() -> tuple[int, int, bool]:
@@ -271,6 +265,7 @@ class _Session:
         preprocess: Preprocess,
         dataset: DatasetChoice,
         config: BenchmarkConfig,
+        maps_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.dataset = dataset
@@ -294,6 +289,11 @@ class _Session:
         self.explainers = {
             name: METHODS[name].build(context, **config.method_options.get(name, {}))
             for name in self.methods
+        }
+        self.maps_dir = maps_dir
+        self.view_sources: dict[str, ViewSource] = {
+            name: view_source(name, self.adapter, config.method_options.get(name, {}))
+            for name in (self.methods if maps_dir is not None else ())
         }
         faithfulness = FaithfulnessContext(
             forward=lambda images: self.adapter.logits_forward(preprocess(images)),
@@ -349,6 +349,10 @@ class _Session:
                         "--target predicted)"
                     )
         truths = [self._truth(s) for s in samples]
+        if self.maps_dir is not None:
+            for index, image_id, image, truth in zip(indices, ids, images, truths):
+                mask, ignore = self._at_model_size(truth.mask), self._at_model_size(truth.ignore)
+                save_sample(self.maps_dir, index, image_id, image, mask, ignore)
         rows: list[Row] = []
         for name in self.methods:
             todo = {j for j, image_id in enumerate(ids) if (image_id, name) not in done}
@@ -379,6 +383,10 @@ class _Session:
             ignore = _resize(ignore[None], size, "nearest")[0]
             objects = _resize(objects[None], size, "nearest")[0]
         return _Truth(mask.bool(), ignore.bool(), objects.bool())
+
+    def _at_model_size(self, mask: torch.Tensor) -> torch.Tensor:
+        """A ``(1, H, W)`` bool mask resized (nearest) to the model's ``(S, S)``."""
+        return _resize(mask[None], (self.size, self.size), "nearest")[0, 0]
 
     def _score_method(
         self,
@@ -418,6 +426,8 @@ class _Session:
         for k, index in enumerate(indices):
             if index < self.config.examples:
                 self._save_example(examples_dir, index, ids[k], name, images[k], truths[k], maps[k])
+        if self.maps_dir is not None:
+            store_batch(self.maps_dir, indices, name, self.view_sources[name](inputs, maps))
         return rows
 
     def _localise(self, image_id: str, method: str, maps: torch.Tensor, truth: _Truth) -> Row:
@@ -467,7 +477,7 @@ class _Session:
         maps: torch.Tensor,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        mask = _resize(truth.mask[None], (self.size, self.size), "nearest")[0, 0]
+        mask = self._at_model_size(truth.mask)
         np.savez_compressed(
             folder / f"{index:06d}-{method}.npz",
             image=image.cpu().numpy(),
@@ -518,7 +528,7 @@ def run_benchmark(
         dataset: a :class:`~attnexplain.benchmark.registry.DatasetChoice`, or any indexable
             collection of :class:`~attnexplain.data.base.SegmentationSample` (then named by its
             type, with ``target="predicted"`` unless ``config.target`` says otherwise).
-        out_dir: the run folder: ``results.jsonl``, ``run.json``, ``examples/``.
+        out_dir: the run folder: ``results.jsonl``, ``run.json``, ``examples/``, ``maps/``.
         config: what to run; the defaults of :class:`BenchmarkConfig` if ``None``.
         after_batch: called with the batch number after each batch's rows are durable (a test
             hook: raising in it stops the run as a kill would).
@@ -540,8 +550,9 @@ def run_benchmark(
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     rank, world, created_group = _join_process_group()
     try:
-        with _eval_mode(model):
-            session = _Session(model, preprocess, dataset, config)
+        with eval_mode(model):
+            maps_dir = out / MAPS_DIR if config.save_maps else None
+            session = _Session(model, preprocess, dataset, config, maps_dir)
             meta = _read_meta(out)
             _check_fingerprint(meta, session.fingerprint(), out)
             total = min(config.limit or len(dataset.data), len(dataset.data))

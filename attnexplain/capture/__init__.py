@@ -21,11 +21,12 @@ from attnexplain.capture.probes import (
     CLSRowsProbe,
     FullAttentionProbe,
     FusedAttentionProbe,
+    NoAttentionProbe,
     Rows,
     fuse_heads,
     patch_distances,
 )
-from attnexplain.capture.session import CaptureResult, capture_attention
+from attnexplain.capture.session import CaptureResult, capture_attention, eval_mode
 
 __all__ = [
     "SUPPORTED_FAMILIES",
@@ -39,12 +40,14 @@ __all__ = [
     "FusedAttentionProbe",
     "HFAdapter",
     "ModelAdapter",
+    "NoAttentionProbe",
     "Rows",
     "TimmAdapter",
     "TokenLayout",
     "TorchvisionAdapter",
     "UnsupportedModelError",
     "capture_attention",
+    "eval_mode",
     "fuse_heads",
     "patch_distances",
     "resolve_adapter",

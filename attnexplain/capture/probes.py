@@ -81,6 +81,17 @@ def _normalise_layers(layers: Iterable[int], num_layers: int) -> set[int]:
     return {layer % num_layers for layer in layers}
 
 
+class NoAttentionProbe(AttentionProbe):
+    """Needs no attention: every layer keeps the model's own kernel (or its own hand-written
+    attention). A capture with it only runs the model and reads the token layout."""
+
+    def rows(self, layer: int) -> Rows:
+        return Rows.NONE
+
+    def consume(self, layer: int, probs: torch.Tensor, row_start: int, layout: TokenLayout) -> None:
+        raise AssertionError("NoAttentionProbe asks for no rows")  # pragma: no cover
+
+
 class CLSRowsProbe(AttentionProbe):
     """The CLS query's attention over all keys in several layers, one forward for all of them.
 

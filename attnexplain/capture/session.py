@@ -40,6 +40,29 @@ class CaptureResult:
     layout: TokenLayout
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in evaluation mode for the block; each ``training`` flag restored after.
+
+    Dropout (attention dropout included) would make maps random from one call to the next, so
+    every explanation runs the model as in inference, whatever mode it was left in.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _first_tensor_argument(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    for value in (*args, kwargs.get("hidden_states")):
+        if isinstance(value, torch.Tensor):
+            return value
+    return None
+
+
 class _ForwardState:
     """Per-forward bookkeeping shared by the hooks and the kernel interceptor."""
 
@@ -49,11 +72,13 @@ class _ForwardState:
         self.batch = inputs.shape[0]
         self.input_size = (int(inputs.shape[-2]), int(inputs.shape[-1]))
         self.grid: tuple[int, int] | None = None
+        self.block_tokens: int | None = None  # tokens entering the first block
         self.layout: TokenLayout | None = None
         self.current_layer: int | None = None
         self.delivered: set[int] = set()
 
     def layout_for(self, batch: int, num_tokens: int) -> TokenLayout:
+        """The layout, read when the first attention runs over ``num_tokens`` keys."""
         if self.layout is not None:
             return self.layout
         if self.grid is None:
@@ -67,14 +92,36 @@ class _ForwardState:
                 f"{self.grid[0]}x{self.grid[1]} patch grid of a batch of {self.batch}: windowed "
                 "or pooled attention (e.g. Swin) is not supported, only global self-attention"
             )
-        self.layout = TokenLayout(
-            num_prefix_tokens=num_tokens - num_patches,
+        self.layout = self._make_layout(num_tokens)
+        return self.layout
+
+    def final_layout(self) -> TokenLayout | None:
+        """After the forward: the layout, also when no attention was captured (from the tokens
+        that entered the first block), ``None`` when neither was seen."""
+        if self.layout is None and self.grid is not None and self.block_tokens is not None:
+            if self.block_tokens >= self.grid[0] * self.grid[1]:
+                self.layout = self._make_layout(self.block_tokens)
+        return self.layout
+
+    def _make_layout(self, num_tokens: int) -> TokenLayout:
+        assert self.grid is not None
+        num_prefix = num_tokens - self.grid[0] * self.grid[1]
+        cls_index = self.adapter.cls_index()
+        if cls_index is not None and not 0 <= cls_index < num_prefix:
+            raise UnsupportedModelError(
+                f"cls_index={cls_index} does not point at a prefix token: "
+                f"{type(self.adapter.model).__name__} has {num_prefix} token(s) before its "
+                f"{self.grid[0]}x{self.grid[1]} patch tokens"
+                + (f" (valid: 0 .. {num_prefix - 1})" if num_prefix else "")
+                + "; pass the CLS position among them, or cls_index=None if it has none"
+            )
+        return TokenLayout(
+            num_prefix_tokens=num_prefix,
             patch_size=self.adapter.patch_size,
             grid=self.grid,
-            cls_index=self.adapter.cls_index(),
+            cls_index=cls_index,
             input_size=self.input_size,
         )
-        return self.layout
 
     def consumer(self, layer: int, layout: TokenLayout):
         return lambda probs, row_start: self.probe.consume(layer, probs, row_start, layout)
@@ -215,7 +262,15 @@ def _install_hooks(stack: ExitStack, state: _ForwardState) -> None:
         if state.grid is None:
             state.grid = (int(output.shape[-2]), int(output.shape[-1]))
 
-    handles = [adapter.patch_embedding.register_forward_hook(on_patch_embedding)]
+    def on_first_block(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+        tokens = _first_tensor_argument(args, kwargs)
+        if state.block_tokens is None and tokens is not None and tokens.dim() == 3:
+            state.block_tokens = int(tokens.shape[1])
+
+    handles = [
+        adapter.patch_embedding.register_forward_hook(on_patch_embedding),
+        adapter.blocks[0].register_forward_pre_hook(on_first_block, with_kwargs=True),
+    ]
     for index, module in enumerate(adapter.attention_modules):
 
         def enter_layer(_module: nn.Module, _args: Any, index: int = index) -> None:
@@ -237,6 +292,7 @@ def _captured(
     state = _ForwardState(adapter, probe, inputs)
     probe.reset(adapter.num_layers)
     with ExitStack() as stack:
+        stack.enter_context(eval_mode(adapter.model))
         adapter.enter(stack, inputs)
         _install_hooks(stack, state)
         stack.enter_context(_KernelInterceptor(state))
@@ -248,6 +304,9 @@ def capture_attention(
 ) -> CaptureResult:
     """Run the model once on ``inputs`` and feed ``probe`` the attention it asks for.
 
+    The model runs in evaluation mode (dropout off) and every module's ``training`` flag is
+    restored afterwards, so maps are deterministic whatever mode the model was left in.
+
     Args:
         adapter: the model's adapter (see :func:`~attnexplain.capture.adapters.resolve_adapter`).
         probe: what to keep of each layer's attention.
@@ -257,8 +316,9 @@ def capture_attention(
         The model's output and the token layout of this input.
 
     Raises:
-        UnsupportedModelError: if a layer the probe needs delivered no attention, or the
-            attention does not cover the patch grid (windowed attention).
+        UnsupportedModelError: if a layer the probe needs delivered no attention, the
+            attention does not cover the patch grid (windowed attention), or the adapter's CLS
+            index is not a prefix token of this input.
     """
     with _captured(adapter, probe, inputs) as state:
         output = adapter.forward(inputs)
@@ -267,9 +327,10 @@ def capture_attention(
         for layer in range(adapter.num_layers)
         if probe.rows(layer) is not Rows.NONE and layer not in state.delivered
     ]
-    if missing or state.layout is None:
+    layout = state.final_layout()
+    if missing or layout is None:
         raise UnsupportedModelError(
             f"no attention was observed in layers {missing}: the model's attention modules "
             "were not called during the forward (is the model a ViT encoder?)"
         )
-    return CaptureResult(output=output, layout=state.layout)
+    return CaptureResult(output=output, layout=layout)

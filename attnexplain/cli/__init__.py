@@ -15,11 +15,12 @@ from attnexplain.cli.errors import Parser, UsageError
 
 def build_parser() -> Parser:
     """The ``attnexplain`` argument parser with its subcommands."""
-    from attnexplain.cli import explain
+    from attnexplain.cli import diagnose, explain
 
     parser = Parser(prog="attnexplain", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     explain.add_parser(subparsers)
+    diagnose.add_parser(subparsers)
     try:
         from attnexplain.benchmark.cli import add_parser
     except ImportError:

@@ -9,6 +9,17 @@ from attnexplain.capture import ModelAdapter, UnsupportedModelError
 HEAD_FUSIONS = ("mean", "max", "min")
 
 
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` if it is a bool, else raise ``TypeError`` naming the argument.
+
+    ``upsample="no"`` or ``renormalize=0`` would otherwise be read by truthiness and silently do
+    the opposite of what was meant.
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_head_fusion(head_fusion: object, *, allow_none: bool) -> None:
     """Raise ``ValueError`` unless ``head_fusion`` is a fusion (or ``None`` when allowed)."""
     allowed = (*HEAD_FUSIONS, None) if allow_none else HEAD_FUSIONS

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnexplain.capture import ModelAdapter, UnsupportedModelError, resolve_adapter
+from attnexplain.capture import ModelAdapter, UnsupportedModelError, eval_mode, resolve_adapter
 from attnexplain.methods.base import Target, ViTAttribution
 
 
@@ -60,14 +60,8 @@ def explaining(model: nn.Module, inputs: torch.Tensor) -> Iterator[torch.Tensor]
     Yields:
         A detached copy of ``inputs`` that requires grad.
     """
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        with torch.enable_grad():
-            yield inputs.detach().requires_grad_(True)
-    finally:
-        for module, training in modes:
-            module.training = training
+    with eval_mode(model), torch.enable_grad():
+        yield inputs.detach().requires_grad_(True)
 
 
 def target_score(method: ViTAttribution, output: Any, target: Target) -> torch.Tensor:

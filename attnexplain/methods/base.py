@@ -20,6 +20,7 @@ from torch import nn
 
 from attnexplain.capture import ModelAdapter, TokenLayout, resolve_adapter
 from attnexplain.capture.kernel import full_precision
+from attnexplain.methods._checks import check_bool
 
 Interpolation = Literal["bilinear", "nearest", "bicubic"]
 Target = int | Sequence[int] | torch.Tensor | None
@@ -63,10 +64,14 @@ class ViTAttribution(Attribution, ABC):
                 f"inputs must be a torch.Tensor (B, C, H, W), got {type(inputs).__name__}"
             )
         if inputs.dim() != 4:
-            raise ValueError(
-                f"inputs must be a (B, C, H, W) batch, got shape {tuple(inputs.shape)}; "
-                "add a batch dimension with inputs.unsqueeze(0)"
-            )
+            shape = tuple(inputs.shape)
+            if inputs.dim() == 3:
+                hint = "add a batch dimension with inputs.unsqueeze(0)"
+            elif inputs.dim() > 4 and all(size == 1 for size in shape[1:-3]):
+                hint = "drop the extra axes with inputs.reshape(-1, *inputs.shape[-3:])"
+            else:
+                hint = "pass images as one (B, C, H, W) tensor (video frames: fold time into B)"
+            raise ValueError(f"inputs must be a (B, C, H, W) batch, got shape {shape}; {hint}")
         if not inputs.is_floating_point():
             raise TypeError(f"inputs must be a float tensor, got {inputs.dtype}; use .float()")
         if inputs.shape[0] == 0:
@@ -203,9 +208,11 @@ class MapAttribution(ViTAttribution):
             ``(B, K, H, W)`` or ``(B, K, h, w)`` float32 maps, unscaled.
 
         Raises:
-            TypeError, ValueError: for invalid inputs or targets (see :meth:`validate_inputs`).
+            TypeError, ValueError: for invalid inputs or targets (see :meth:`validate_inputs`),
+                or an ``upsample`` that is not a bool.
             UnsupportedModelError: when the model's attention cannot be read.
         """
+        check_bool(upsample, "upsample")
         maps, layout = self.patch_maps(self.validate_inputs(inputs), target)
         with full_precision(maps.device):
             maps = maps.float()

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attnexplain.capture import AttentionDistanceProbe, ModelAdapter, capture_attention
+from attnexplain.methods._checks import check_bool
 from attnexplain.methods.base import Target, ViTAttribution
 
 
@@ -28,6 +29,9 @@ class MeanAttentionDistance(ViTAttribution):
         model: any supported vision transformer (or its adapter); no CLS token needed.
         renormalize: renormalise patch-to-patch rows before weighting.
 
+    Raises:
+        TypeError: if ``renormalize`` is not a bool.
+
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, layers, heads)`` in pixels.
 
@@ -37,7 +41,7 @@ class MeanAttentionDistance(ViTAttribution):
 
     def __init__(self, model: nn.Module | ModelAdapter, *, renormalize: bool = False) -> None:
         super().__init__(model)
-        self.renormalize = renormalize
+        self.renormalize = check_bool(renormalize, "renormalize")
 
     def attribute(self, inputs: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Mean attention distance of every layer and head.

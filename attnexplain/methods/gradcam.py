@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from attnexplain.capture import (
-    CLSRowProbe,
     ModelAdapter,
+    NoAttentionProbe,
     TokenLayout,
     UnsupportedModelError,
     capture_attention,
@@ -165,9 +166,9 @@ class GradCAM(MapAttribution):
             handle = self.layer.register_forward_hook(lambda _m, _a, out: outputs.append(out))
             try:
                 # The capture applies the family's temporary switches (e.g. timm's dynamic input
-                # size) and reads the token layout; asking for one CLS row leaves every layer's
-                # output to the model's own kernel (nothing is computed without a CLS token).
-                result = capture_attention(self.adapter, CLSRowProbe(-1), x)
+                # size) and reads the token layout; it reads no attention, so models whose
+                # attention cannot be read at all still get Grad-CAM.
+                result = capture_attention(self.adapter, NoAttentionProbe(), x)
             finally:
                 handle.remove()
             score = target_score(self, result.output, target)
@@ -176,6 +177,15 @@ class GradCAM(MapAttribution):
         # (B, N, D) -> (B, D, N) -> (B, D, h, w): channels first, as patch_tokens_to_grid wants.
         activations = patch_tokens_to_grid(tokens.detach().float().transpose(1, 2), result.layout)
         grad = patch_tokens_to_grid(grad.float().transpose(1, 2), result.layout)
+        if not grad.flatten(1).any(dim=1).all():
+            warnings.warn(
+                f"the target's gradient is zero at every patch token of layer "
+                f"{self.layer_name!r} for some images, so their Grad-CAM maps are all zeros: "
+                "its patch tokens do not reach the output (e.g. the final norm of a CLS-token "
+                "classifier). Choose a layer inside a transformer block, such as the default.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         weights = grad.mean(dim=(2, 3), keepdim=True)  # (B, D, 1, 1)
         return torch.relu((weights * activations).sum(dim=1, keepdim=True)), result.layout
 

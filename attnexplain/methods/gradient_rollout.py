@@ -47,8 +47,10 @@ class GradientWeightedRollout(MapAttribution):
         TypeError, ValueError: for a bad ``start_layer``; at ``attribute``, for invalid targets.
         UnsupportedModelError: for a model without a CLS token; at ``attribute``, for a model
             without a classification head or whose attention is read as a copy outside the
-            autograd graph (currently torchvision's ``nn.MultiheadAttention``, whose returned
-            weights the output is not computed from).
+            autograd graph: an ``nn.MultiheadAttention`` used with masks, ``bias_k`` /
+            ``bias_v`` or separate projections returns per-head weights its output is not
+            computed from. torchvision's ViT (plain self-attention) is served by the capture's
+            own kernel and works.
 
     Examples:
         >>> maps = GradientWeightedRollout(model).attribute(x, target=[1, 3])  # doctest: +SKIP

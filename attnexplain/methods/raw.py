@@ -10,6 +10,7 @@ from torch import nn
 
 from attnexplain.capture import CLSRowsProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.probes import HeadFusion, fuse_heads
+from attnexplain.capture.tokens import TokenMask, drop_keys
 from attnexplain.methods._checks import (
     check_head_fusion,
     check_layer,
@@ -38,6 +39,9 @@ class RawCLSAttention(MapAttribution):
             list of layers for maps per layer, in the order given.
         head_fusion: ``"mean" | "max" | "min"`` fuse the heads into one map; ``None`` keeps them.
         interpolation: resize mode for ``upsample=True``.
+        exclude_tokens: a diagnostic aid, off by default: ``inputs -> (B, N)`` bool mask of
+            tokens to ignore (e.g. ``ArtifactDiagnostics(model).high_norm_tokens``); their
+            attention is redistributed over the other tokens (``drop_keys``), in every layer.
 
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, heads, H, W)`` with
@@ -64,9 +68,11 @@ class RawCLSAttention(MapAttribution):
         layer: LayerSelection = -1,
         head_fusion: HeadFusion | None = "mean",
         interpolation: Interpolation = "bilinear",
+        exclude_tokens: TokenMask | None = None,
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=True)
+        self.exclude_tokens = exclude_tokens
         self.per_layer = isinstance(layer, str | Sequence)
         self.layers = check_layers(layer, self.adapter) if self.per_layer else None
         self.layer = None if self.per_layer else check_layer(layer, self.adapter)
@@ -79,6 +85,8 @@ class RawCLSAttention(MapAttribution):
         with torch.no_grad():
             layout = capture_attention(self.adapter, probe, inputs).layout
         rows = torch.stack([probe.rows_by_layer[layer] for layer in layers], dim=1)
+        excluded = None if self.exclude_tokens is None else self.exclude_tokens(inputs)
+        rows = drop_keys(rows, excluded)  # (B, L, heads, N)
         count, heads = rows.shape[1:3]
         maps = patch_tokens_to_grid(rows.flatten(1, 2), layout).unflatten(1, (count, heads))
         if self.head_fusion is not None:  # (B, L, heads, h, w) -> (B, L, 1, h, w)

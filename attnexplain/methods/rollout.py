@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -10,6 +12,7 @@ from torch import nn
 from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.kernel import full_precision
 from attnexplain.capture.probes import HeadFusion
+from attnexplain.capture.tokens import TokenMask, drop_keys
 from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
 from attnexplain.methods.base import (
     Interpolation,
@@ -19,14 +22,27 @@ from attnexplain.methods.base import (
     upsample_to_input,
 )
 
+DiscardCounting = Literal["others", "vit-explain"]
 
-def discard_lowest(matrices: torch.Tensor, ratio: float, keep_index: int | None) -> torch.Tensor:
+
+def discard_lowest(
+    matrices: torch.Tensor,
+    ratio: float,
+    keep_index: int | None,
+    counting: DiscardCounting = "others",
+) -> torch.Tensor:
     """Zero the lowest ``ratio`` fraction of each sample's matrix, in place.
+
+    ``k = int(N * N * ratio)`` entries are ranked per sample. With ``counting="others"`` the ``k``
+    lowest entries other than the kept one are zeroed; with ``"vit-explain"`` the ``k`` lowest
+    are counted *with* the kept entry, which is then spared (``k - 1`` zeroed when it ranks among
+    them), as ``jacobgil/vit-explain`` does for its single sample.
 
     Args:
         matrices: ``(B, N, N)`` head-fused attention.
         ratio: fraction of the ``N * N`` entries to zero, per sample.
         keep_index: a diagonal entry never discarded (the CLS→CLS one), or ``None``.
+        counting: how the kept entry counts, see above.
 
     Returns:
         ``matrices``.
@@ -36,11 +52,17 @@ def discard_lowest(matrices: torch.Tensor, ratio: float, keep_index: int | None)
     if count == 0:
         return matrices
     flat = matrices.view(batch, -1)
-    ranked = flat.clone()
-    if keep_index is not None:
-        ranked[:, keep_index * num_tokens + keep_index] = float("inf")
+    kept = None if keep_index is None else keep_index * num_tokens + keep_index
+    if counting == "others" and kept is not None:
+        ranked = flat.clone()
+        ranked[:, kept] = float("inf")
+    else:
+        ranked = flat
     lowest = ranked.topk(count, dim=-1, largest=False).indices
+    kept_values = None if kept is None else flat[:, kept].clone()
     flat.scatter_(1, lowest, 0.0)
+    if kept_values is not None:
+        flat[:, kept] = kept_values
     return matrices
 
 
@@ -67,6 +89,8 @@ def residual_attention(
     discard_ratio: float,
     layers: tuple[int, int],
     cls_index: int,
+    discard_counting: DiscardCounting = "others",
+    excluded: torch.Tensor | None = None,
     whole_last_layer: bool = False,
 ) -> tuple[list[torch.Tensor], torch.Tensor, TokenLayout]:
     r"""One capture of the rollout graph: :math:`\hat A^{(l)}` for ``first ≤ l ≤ last``.
@@ -84,6 +108,9 @@ def residual_attention(
         discard_ratio: fraction in ``[0, 1)`` of each sample's lowest fused entries zeroed.
         layers: ``(first, last)`` non-negative layer indices, ``first <= last``.
         cls_index: position of the CLS token.
+        discard_counting: how CLS→CLS counts among the discarded entries (:func:`discard_lowest`).
+        excluded: ``(B, N)`` bool tokens dropped as keys (``drop_keys``) before discard and
+            residual, or ``None``.
         whole_last_layer: also return the last layer's whole matrix.
 
     Returns:
@@ -96,8 +123,14 @@ def residual_attention(
     probe = FusedAttentionProbe(head_fusion, first, cls_row_only, end_layer=last)
     with torch.no_grad():
         layout = capture_attention(adapter, probe, inputs).layout
+    if excluded is not None:  # the diagnostic aid: before discard and residual
+        probe.matrices = {k: drop_keys(m, excluded) for k, m in probe.matrices.items()}
+        if probe.cls_row is not None:
+            probe.cls_row = drop_keys(probe.cls_row, excluded)
     matrices = [
-        residual_normalise(discard_lowest(probe.matrices.pop(layer), discard_ratio, cls_index))
+        residual_normalise(
+            discard_lowest(probe.matrices.pop(layer), discard_ratio, cls_index, discard_counting)
+        )
         for layer in range(first, last + 1)
         if layer in probe.matrices
     ]
@@ -170,21 +203,31 @@ class AttentionRollout(MapAttribution):
     just its CLS row, computed alone while the layer keeps its fused attention kernel.
     :meth:`joint_attention` forms the full product.
 
+    ``discard_counting="vit-explain"`` reproduces ``jacobgil/vit-explain``'s count for
+    bit-parity with it: its ``k = int(N * N * discard_ratio)`` lowest entries include CLS→CLS,
+    which it then spares, so ``k - 1`` are zeroed when CLS→CLS ranks among them; the default
+    zeroes ``k`` entries other than CLS→CLS.
+
     Args:
         model: any supported vision transformer (or its adapter).
         head_fusion: ``"mean" | "max" | "min"``.
         discard_ratio: fraction in ``[0, 1)`` of the lowest fused entries zeroed per layer.
+        discard_counting: ``"others"`` or ``"vit-explain"``, see above.
         start_layer: first layer of the product (negative counts from the end).
         end_layer: last layer of the product (negative counts from the end; default the last).
         interpolation: resize mode for ``upsample=True``.
+        exclude_tokens: a diagnostic aid, off by default: ``inputs -> (B, N)`` bool mask of
+            tokens to ignore as keys in every layer (e.g.
+            ``ArtifactDiagnostics(model).high_norm_tokens``); each fused row's share on them is
+            redistributed over the other tokens before the residual step (``drop_keys``).
 
     Shapes:
         ``attribute(x)`` on ``(B, C, H, W)`` returns ``(B, 1, H, W)`` (``(B, 1, h, w)`` with
         ``upsample=False``).
 
     Raises:
-        ValueError: for a bad ``head_fusion`` or ``discard_ratio``, a layer out of range, or
-            ``end_layer`` before ``start_layer``.
+        ValueError: for a bad ``head_fusion``, ``discard_ratio`` or ``discard_counting``, a
+            layer out of range, or ``end_layer`` before ``start_layer``.
         UnsupportedModelError: for a model without a CLS token.
 
     Examples:
@@ -198,12 +241,20 @@ class AttentionRollout(MapAttribution):
         *,
         head_fusion: HeadFusion = "mean",
         discard_ratio: float = 0.0,
+        discard_counting: DiscardCounting = "others",
         start_layer: int = 0,
         end_layer: int = -1,
         interpolation: Interpolation = "bilinear",
+        exclude_tokens: TokenMask | None = None,
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         check_head_fusion(head_fusion, allow_none=False)
+        if discard_counting not in get_args(DiscardCounting):
+            raise ValueError(
+                f"discard_counting must be one of {get_args(DiscardCounting)}, "
+                f"got {discard_counting!r}"
+            )
+        self.discard_counting = discard_counting
         if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, int | float):
             raise TypeError(f"discard_ratio must be a float, got {discard_ratio!r}")
         if not 0.0 <= discard_ratio < 1.0:
@@ -219,6 +270,7 @@ class AttentionRollout(MapAttribution):
                 "up to end_layer"
             )
         self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+        self.exclude_tokens = exclude_tokens
 
     def _graph(
         self, inputs: torch.Tensor, whole_last_layer: bool = False
@@ -226,13 +278,23 @@ class AttentionRollout(MapAttribution):
         return residual_attention(
             self.adapter, inputs, head_fusion=self.head_fusion, discard_ratio=self.discard_ratio,
             layers=(self.start_layer, self.end_layer), cls_index=self.cls_index,
-            whole_last_layer=whole_last_layer,
+            discard_counting=self.discard_counting, whole_last_layer=whole_last_layer,
+            excluded=None if self.exclude_tokens is None else self.exclude_tokens(inputs),
         )  # fmt: skip
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
         matrices, top_row, layout = self._graph(inputs)
         row = rows_down(matrices, top_row, self.cls_index, every_layer=False)
-        return patch_tokens_to_grid(row, layout), layout
+        maps = patch_tokens_to_grid(row, layout)
+        if self.discard_ratio > 0 and not maps.flatten(1).any(dim=1).all():
+            warnings.warn(
+                f"discard_ratio={self.discard_ratio} zeroed every patch's share of the CLS "
+                "token's joint attention for some images: their rollout maps are all zeros. "
+                "Use a smaller discard_ratio.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return maps, layout
 
     def layer_maps(self, inputs: torch.Tensor, *, upsample: bool = True) -> LayerMaps:
         """The rollout ending at every layer and each layer's own map, from one capture.

@@ -25,12 +25,15 @@ Examples:
 """
 
 from attnexplain.viz.captum import image_to_captum, to_captum
+from attnexplain.viz.diagnostics import artifact_overlay, artifact_scores_plot, norm_histograms
 from attnexplain.viz.layers import layer_grid
 from attnexplain.viz.output import save_figure
 from attnexplain.viz.overlays import compare_overlays, head_grid, mass_threshold_overlay
 from attnexplain.viz.plots import curves_plot, mad_plot
 
 __all__ = [
+    "artifact_overlay",
+    "artifact_scores_plot",
     "compare_overlays",
     "curves_plot",
     "head_grid",
@@ -38,6 +41,7 @@ __all__ = [
     "layer_grid",
     "mad_plot",
     "mass_threshold_overlay",
+    "norm_histograms",
     "save_figure",
     "to_captum",
 ]

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
+from attnexplain import (
+    AttentionRollout,
+    GradCAM,
+    GradientWeightedRollout,
+    MeanAttentionDistance,
+    RawCLSAttention,
+)
 from attnexplain.capture import UnsupportedModelError
 
 
@@ -71,14 +77,50 @@ def test_models_without_attention_are_refused():
         AttentionRollout("vit-base")
 
 
-def test_windowed_attention_is_refused():
+def _hf_swin():
     import transformers as tf
 
     config = tf.SwinConfig(image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
-                           num_heads=[2, 2], window_size=4)  # fmt: skip
-    swin = tf.SwinModel(config).eval()
+                           num_heads=[2, 2], window_size=4, num_labels=3)  # fmt: skip
+    return tf.SwinForImageClassification(config).eval()
+
+
+def _timm_swin():
+    timm = pytest.importorskip("timm", reason="timm extra not installed")
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=3,
+                             img_size=32, window_size=4, embed_dim=16, depths=(1, 1),
+                             num_heads=(2, 2)).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("build", [_hf_swin, _timm_swin], ids=["hf", "timm"])
+@pytest.mark.parametrize(
+    "method", [RawCLSAttention, AttentionRollout, MeanAttentionDistance, GradCAM,
+               GradientWeightedRollout],
+)  # fmt: skip
+def test_shifted_window_models_are_refused_at_construction_by_every_method(build, method):
+    with pytest.raises(UnsupportedModelError, match="shifted-window") as error:
+        method(build())
+    # The message must not send the user to another method that would fail the same way.
+    assert "none of attnexplain's methods" in str(error.value)
+    assert "use MeanAttentionDistance" not in str(error.value)
+
+
+def test_attention_over_fewer_tokens_than_patches_is_refused_at_run_time():
+    """Windowed attention without Swin's shifted-window blocks is caught when it runs."""
+
+    class Windowed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = nn.Conv2d(3, 8, kernel_size=4, stride=4)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = self.proj(x).flatten(2).transpose(1, 2)  # (B, 64, 8)
+            windows = tokens.reshape(-1, 16, 8)  # 4 windows of 16 tokens each
+            return self.attn(windows, windows, windows)[0]
+
     with pytest.raises(UnsupportedModelError, match="windowed or pooled attention"):
-        MeanAttentionDistance(swin).attribute(torch.randn(1, 3, 32, 32))
+        MeanAttentionDistance(Windowed().eval()).attribute(torch.randn(1, 3, 32, 32))
 
 
 def test_cls_methods_refuse_models_without_cls_token(fresh_family):

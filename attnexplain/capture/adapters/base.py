@@ -56,6 +56,20 @@ def find_patch_embedding(model: nn.Module) -> nn.Conv2d | None:
     return None
 
 
+def find_shifted_window_block(model: nn.Module) -> nn.Module | None:
+    """The first Swin-style shifted-window block of ``model``, or ``None``.
+
+    Such a block (HF ``SwinLayer`` / ``Swinv2Layer``, timm ``SwinTransformerBlock``) carries both a
+    ``window_size`` and a ``shift_size``: its attention runs inside local windows, and the blocks
+    between stages merge patches, so no token attends over the whole patch grid. Global-attention
+    models with a ``window_size`` for their relative position bias (BEiT) have no ``shift_size``.
+    """
+    for module in model.modules():
+        if hasattr(module, "window_size") and hasattr(module, "shift_size"):
+            return module
+    return None
+
+
 def find_blocks(model: nn.Module, attention_modules: list[nn.Module]) -> list[nn.Module]:
     """The transformer block holding each attention module, in the same order.
 
@@ -101,13 +115,23 @@ class ModelAdapter:
         model: the model to adapt.
 
     Raises:
-        UnsupportedModelError: when the model has no self-attention or no patch stem.
+        UnsupportedModelError: when the model has no self-attention or no patch stem, or uses
+            shifted-window (Swin-style) attention.
     """
 
     family = "custom"
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        windowed = find_shifted_window_block(model)
+        if windowed is not None:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} uses shifted-window attention "
+                f"({type(windowed).__name__}, Swin-style): no token attends over the whole patch "
+                "grid, so none of attnexplain's methods (attention maps, rollout, distances, "
+                "Grad-CAM on tokens) apply. For Swin, use a CNN-style Grad-CAM on a stage's "
+                "feature map, e.g. pytorch-grad-cam with a reshape_transform."
+            )
         self.attention_modules = self._find_attention_modules()
         if not self.attention_modules:
             raise UnsupportedModelError(
