@@ -123,7 +123,7 @@ def test_a_tiny_run_writes_loadable_model_files(tmp_path, capsys) -> None:
         "--eval-every", "2", "--threads", "1",
     ])  # fmt: skip
     log = capsys.readouterr().out
-    assert "step 2/3" in log and "step 3/3" in log and "test accuracy" in log
+    assert "step 2/3" in log and "step 3/3" in log and "test acc" in log
 
     config = ViTConfig.from_json_file(tmp_path / CONFIG_FILE)
     assert config.id2label == dict(enumerate(CLASS_NAMES)) and config.patch_size == 8
