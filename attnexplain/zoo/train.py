@@ -98,6 +98,26 @@ def generate_split(
     return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
 
 
+def cached_split(
+    split: str, size: int, *, image_size: int, workers: int, task: Task, cache: Path | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`generate_split`, read from or written to ``cache`` when it is given.
+
+    The generator is deterministic, so a cached split equals a regenerated one; the file name
+    holds every argument the split depends on.
+    """
+    if cache is None:
+        return generate_split(split, size, image_size, workers, task)
+    path = cache / f"{task}-{split}-{size}-{image_size}px.pt"
+    if path.is_file():
+        images, labels = torch.load(path, weights_only=True)
+        return images, labels
+    images, labels = generate_split(split, size, image_size, workers, task)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save((images, labels), path)
+    return images, labels
+
+
 def channel_statistics(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation of a uint8 ``(N, 3, H, W)`` cache, in ``[0, 1]``.
 
@@ -381,6 +401,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--workers", type=int, default=None, help="data generation processes (default: --threads)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder keeping the generated uint8 splits between runs (they depend only on the "
+        "task, split, size and image size)",
+    )
+    parser.add_argument(
         "--init-from",
         default=None,
         help="start from the weights of this embedded model (e.g. 'default') instead of the "
@@ -400,15 +430,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {message}", flush=True)
 
-    train_images, train_labels = generate_split(
-        "train", args.train_size, args.image_size, args.threads, args.task
-    )
-    val_images, val_labels = generate_split(
-        "val", args.val_size, args.image_size, args.threads, args.task
-    )
+    workers = args.workers or args.threads
+    split = partial(cached_split, cache=args.cache, image_size=args.image_size, task=args.task)
+    train_images, train_labels = split("train", args.train_size, workers=workers)
+    val_images, val_labels = split("val", args.val_size, workers=workers)
     mean, std = channel_statistics(train_images)
     preprocess = Preprocess(args.image_size, mean, std)
-    log(f"generated {len(train_images)} train / {len(val_images)} val images; {preprocess}")
+    log(f"{len(train_images)} train / {len(val_images)} val images ready; {preprocess}")
 
     model = build_model(
         args.image_size,
@@ -470,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             _save(model, preprocess, args.out, stem)
     train_seconds = time.perf_counter() - start
 
-    test_images, test_labels = generate_split("test", args.test_size, args.image_size, 1, args.task)
+    test_images, test_labels = split("test", args.test_size, workers=1)
     summary = _evaluate(model, test_images, test_labels, preprocess, args.task)
     log(f"training wall time {train_seconds / 60:.1f} min; test {summary}")
 
