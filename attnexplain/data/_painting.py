@@ -148,6 +148,28 @@ def _background_pool(image_size: int) -> tuple[tuple[np.ndarray, ...], tuple[np.
     return tuple(rgb), tuple(grey)
 
 
+def seeded_generator(seed: int, image_size: int, stream: int | None = None) -> np.random.Generator:
+    """The random generator of one image, after checking the generator's arguments.
+
+    Args:
+        seed: the image's seed, non-negative.
+        image_size: side of the square image, at least 32 pixels.
+        stream: a generator family's own stream (``None``: the single-object images'), so two
+            families never draw the same numbers from the same seed.
+
+    Returns:
+        ``numpy.random.default_rng(seed)``, or ``default_rng((seed, stream))``.
+
+    Raises:
+        ValueError: if ``seed`` is negative or ``image_size`` is below 32.
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32, got {image_size}")
+    return np.random.default_rng(seed if stream is None else (seed, stream))
+
+
 def random_colour(rng: np.random.Generator) -> np.ndarray:
     """A uniformly random RGB colour, ``(3,)`` float32 in ``[0, 1]``."""
     return rng.uniform(0.0, 1.0, size=3).astype(np.float32)

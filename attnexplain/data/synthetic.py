@@ -47,6 +47,7 @@ from attnexplain.data._painting import (
     finish,
     object_colour,
     paint_distractors,
+    seeded_generator,
     shape_mask,
 )
 from attnexplain.data.base import SegmentationSample
@@ -84,11 +85,7 @@ def generate_sample(seed: int, image_size: int = 96) -> tuple[torch.Tensor, int,
     Raises:
         ValueError: if ``seed`` is negative or ``image_size`` is below 32.
     """
-    if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
-    if image_size < 32:
-        raise ValueError(f"image_size must be at least 32, got {image_size}")
-    rng = np.random.default_rng(seed)
+    rng = seeded_generator(seed, image_size)
     label = seed % len(CLASS_NAMES)
     image = background(rng, image_size)
     paint_distractors(rng, image)

@@ -47,7 +47,12 @@ from typing import Any, ClassVar
 import torch
 
 from attnexplain.metrics.base import Category, Metric
-from attnexplain.metrics.localisation import EnergyPointingGame, LocalisationMetric, dilate
+from attnexplain.metrics.localisation import (
+    EnergyPointingGame,
+    LocalisationMetric,
+    PointingGame,
+    dilate,
+)
 
 __all__ = [
     "ClassSensitivity",
@@ -326,11 +331,7 @@ class TargetPointingGame(ClassSpecificMetric):
     name = "object_pointing_game"
 
     def __init__(self, tolerance: int = 0) -> None:
-        if isinstance(tolerance, bool) or not isinstance(tolerance, int):
-            raise TypeError(f"tolerance must be an int (pixels), got {type(tolerance).__name__}")
-        if tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
-        self.tolerance = tolerance
+        self.tolerance = PointingGame(tolerance).tolerance  # the same checks and messages
 
     def _params(self) -> dict[str, Any]:
         return {"tolerance": self.tolerance}
