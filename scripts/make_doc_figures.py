@@ -12,6 +12,10 @@ Writes, with :mod:`attnexplain.viz` only:
 - ``layer_maps.png``: every layer's own map (the founding per-block figure) and the rollout up
   to that layer, for two images;
 - ``legrad_flow.png``: the mask next to rollout, attention flow and LeGrad, for three images.
+- ``scenes.png``: twelve multi-object test scenes with their captions and visible masks;
+- ``multilabel_class_maps.png``: on three two-object scenes, the multi-label model's maps *for
+  each of the two classes*, by raw CLS attention, rollout, Grad-CAM and gradient-weighted
+  rollout (the attention maps are the same for both classes).
 
 Every PNG is re-encoded with a 256-colour palette and checked against a size budget, so the
 repository stays small.
@@ -35,6 +39,9 @@ from attnexplain import (
     MeanAttentionDistance,
     RawCLSAttention,
 )
+from attnexplain.data.objects import class_masks
+from attnexplain.data.scenes import CLASS_NAMES, SyntheticScenes
+from attnexplain.methods import GradCAM, GradientWeightedRollout
 from attnexplain.viz import (
     compare_overlays,
     head_grid,
@@ -159,6 +166,55 @@ def _mad(model, preprocess) -> Figure:
     return figure
 
 
+def _scenes(scenes: SyntheticScenes) -> Figure:
+    figure = Figure(figsize=(12, 6.6), layout="constrained")
+    for ax, index in zip(figure.subplots(2, 6).ravel(), range(12)):
+        scene = scenes.scene(index)
+        ax.imshow(scene.image.permute(1, 2, 0).numpy())
+        for obj in scene.objects:
+            ax.contour(obj.mask.float().numpy(), levels=[0.5], colors=["lime"], linewidths=0.8)
+        words = scene.caption.replace(", a", ",\na").replace(" and", "\nand")
+        ax.set_title(words, fontsize="x-small")
+        ax.set_axis_off()
+    figure.suptitle("Multi-object scenes (test split) with their captions and visible masks")
+    return figure
+
+
+def _class_maps(scenes: SyntheticScenes) -> Figure:
+    model, preprocess = load_default("multilabel")
+    methods = {
+        "raw CLS": RawCLSAttention(model),
+        "rollout": AttentionRollout(model),
+        "Grad-CAM": GradCAM(model),
+        "grad. rollout": GradientWeightedRollout(model),
+    }
+    shown = []
+    for index in range(len(scenes)):
+        sample = scenes[index]
+        grouped = class_masks(sample.object_labels, sample.object_masks)
+        if len(grouped.labels) == 2:
+            shown.append((sample, grouped))
+        if len(shown) == 3:
+            break
+    rows = 2 * len(shown)
+    figure = Figure(figsize=(2.0 * (len(methods) + 1), 2.1 * rows), layout="constrained")
+    axes = figure.subplots(rows, len(methods) + 1)
+    for number, (sample, grouped) in enumerate(shown):
+        inputs = preprocess(sample.image).expand(2, -1, -1, -1)
+        maps = {name: m.attribute(inputs, grouped.labels) for name, m in methods.items()}
+        for k, label in enumerate(grouped.labels.tolist()):
+            row = axes[2 * number + k]
+            compare_overlays(sample.image, {name: value[k] for name, value in maps.items()},
+                             axes=row)  # fmt: skip
+            row[0].contour(grouped.masks[k].float().numpy(), levels=[0.5], colors=["lime"])
+            row[0].set_title(f"map for: {CLASS_NAMES[label]}", fontsize="small")
+            if number or k:
+                for ax in row[1:]:
+                    ax.set_title("")
+    figure.suptitle("The multi-label model asked about each of two objects")
+    return figure
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
@@ -176,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         "mean_attention_distance.png": _mad(model, preprocess),
         "layer_maps.png": _layer_maps(model, samples, inputs),
         "legrad_flow.png": _legrad_flow(model, samples, inputs),
+        "scenes.png": _scenes(SyntheticScenes("test", size=40)),
+        "multilabel_class_maps.png": _class_maps(SyntheticScenes("test", size=40)),
     }
     too_big = []
     for name, figure in figures.items():

@@ -8,6 +8,12 @@ built objects. Every method is wrapped into one calling convention::
 with ``inputs`` the model's normalised batch, ``target`` ``(B,)`` int64 class ids (``None`` for
 a model without a classification head) and ``image_ids`` the samples' ids (the random baseline
 seeds itself from them, so its map of an image never depends on batching or sharding).
+
+Class-specific evaluation (``--metrics class_specific``, the default on ``synthetic-multi``) asks
+every method once per present class of an image and once for an absent class; its metrics
+(:data:`CLASS_METRICS`) score those maps together against the per-class masks, and the oracle
+``all_objects`` (the union of the image's object masks, the same whatever the target) shows what
+a perfect but class-agnostic map scores.
 """
 
 from __future__ import annotations
@@ -33,15 +39,21 @@ from attnexplain.metrics import (
     AUROC,
     AveragePrecision,
     BestHeadJaccard,
+    ClassSensitivity,
+    ClassSpecificMetric,
     DeletionInsertion,
     EnergyPointingGame,
     FaithfulnessMetric,
+    Leakage,
     LocalisationMetric,
     MassJaccard,
     MeanIoU,
+    NegativeQueryMass,
+    ObjectLocalisation,
     PerturbationTest,
     PixelAccuracy,
     PointingGame,
+    TargetPointingGame,
     centre_gaussian_map,
     random_map,
 )
@@ -49,7 +61,8 @@ from attnexplain.zoo import Preprocess
 
 ExplainFn = Callable[[torch.Tensor, "torch.Tensor | None", Sequence[str]], torch.Tensor]
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
-MethodKind = Literal["attention", "gradient", "captum", "baseline"]
+MethodKind = Literal["attention", "gradient", "captum", "baseline", "oracle"]
+ObjectsFn = Callable[[Sequence[str]], torch.Tensor]
 TargetPolicy = Literal["label", "predicted"]
 
 #: Interpolation steps of Integrated Gradients (Captum's default is 50; 32 keeps the benchmark
@@ -67,6 +80,8 @@ class MethodContext:
         logits: normalised ``(B, 3, S, S)`` batch -> logits ``(B, classes)``, differentiable.
         batch_size: the most images per model call (Captum's internal batches).
         seed: seed of the random baseline.
+        objects: image ids -> ``(B, S, S)`` bool, the union of each image's annotated objects
+            at the model's input size (ground truth, for the oracle baselines only).
     """
 
     model: nn.Module
@@ -74,6 +89,7 @@ class MethodContext:
     logits: LogitsFn
     batch_size: int
     seed: int = 0
+    objects: ObjectsFn | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +98,9 @@ class MethodSpec:
 
     Attributes:
         name: its command-line name.
-        kind: ``"attention"``, ``"gradient"`` (needs a head), ``"captum"`` (needs a head) or
-            ``"baseline"`` (always reported next to the others).
+        kind: ``"attention"``, ``"gradient"`` (needs a head), ``"captum"`` (needs a head),
+            ``"baseline"`` (always reported next to the others) or ``"oracle"`` (a baseline
+            built from the ground truth, added to class-specific runs).
         build: ``build(context, **options) -> explain``.
         description: one line for ``--help`` and the report.
         per_head: maps have ``K = heads`` (scored only by per-head metrics).
@@ -196,6 +213,19 @@ def _centre(context: MethodContext, **options: Any) -> ExplainFn:
     return explain
 
 
+def _all_objects(context: MethodContext, **options: Any) -> ExplainFn:
+    if context.objects is None:
+        raise ValueError("the all_objects oracle needs the ground truth (MethodContext.objects)")
+    objects = context.objects
+
+    def explain(
+        inputs: torch.Tensor, target: torch.Tensor | None, ids: Sequence[str]
+    ) -> torch.Tensor:
+        return objects(ids).to(inputs.device, torch.float32)[:, None]
+
+    return explain
+
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -226,9 +256,18 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec("random", "baseline", _random, "uniform noise (chance level)"),
         MethodSpec("centre", "baseline", _centre, "centred Gaussian, sigma = 1/4 side"),
+        MethodSpec(
+            "all_objects",
+            "oracle",
+            _all_objects,
+            "oracle: the union of the image's object masks, whatever the target",
+        ),
     )
 }
 BASELINES: tuple[str, ...] = tuple(n for n, s in METHODS.items() if s.kind == "baseline")
+ORACLES: tuple[str, ...] = tuple(n for n, s in METHODS.items() if s.kind == "oracle")
+#: Maps every method is compared with (reported last, marked in tables).
+REFERENCE_MAPS: tuple[str, ...] = BASELINES + ORACLES
 
 
 def parse_methods(names: str | Sequence[str]) -> list[str]:
@@ -326,11 +365,26 @@ FAITHFULNESS_METRICS: dict[str, Callable[[FaithfulnessContext], FaithfulnessMetr
     for baseline in ("black", "blur")
 } | {f"perturbation_{mode}": _perturbation(mode) for mode in ("positive", "negative")}
 
+#: Class-specific metrics (:mod:`attnexplain.metrics.class_specific`), scored per image on the
+#: maps of every present class; ``negative_object_mass`` on the map of one absent class.
+CLASS_METRICS: dict[str, Callable[[], ClassSpecificMetric]] = {
+    "object_energy_pointing_game": lambda: ObjectLocalisation(EnergyPointingGame()),
+    "object_auroc": lambda: ObjectLocalisation(AUROC()),
+    "object_pointing_game": TargetPointingGame,
+    "leakage": Leakage,
+    "class_sensitivity": ClassSensitivity,
+    "negative_object_mass": NegativeQueryMass,
+}
+
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "localisation": (*MAP_METRICS, *OBJECT_METRICS),
     "faithfulness": tuple(FAITHFULNESS_METRICS),
 }
 METRIC_GROUPS["all"] = METRIC_GROUPS["localisation"] + METRIC_GROUPS["faithfulness"]
+# Not part of "all": it asks every method several more questions per image; multi-object
+# datasets add it by default (DatasetChoice.class_specific).
+METRIC_GROUPS["class_specific"] = tuple(CLASS_METRICS)
+KNOWN_METRICS: tuple[str, ...] = METRIC_GROUPS["all"] + METRIC_GROUPS["class_specific"]
 
 
 @dataclass(frozen=True)
@@ -348,32 +402,40 @@ def metric_info(name: str) -> MetricInfo:
     Raises:
         ValueError: for an unknown name.
     """
-    if name in MAP_METRICS or name in OBJECT_METRICS:
-        metric: Any = {**MAP_METRICS, **OBJECT_METRICS}[name]()
+    if name in MAP_METRICS or name in OBJECT_METRICS or name in CLASS_METRICS:
+        metric: Any = {**MAP_METRICS, **OBJECT_METRICS, **CLASS_METRICS}[name]()
     elif name in FAITHFULNESS_METRICS:
         # Direction is fixed by the mode; a placeholder model is enough to read it.
         metric = FAITHFULNESS_METRICS[name](FaithfulnessContext(lambda x: x, 1, 1, 1, 1))
     else:
-        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(METRIC_GROUPS['all'])}")
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(KNOWN_METRICS)}")
     return MetricInfo(name, metric.category, bool(metric.higher_is_better))
 
 
-def parse_metrics(names: str | Sequence[str] | None, *, has_head: bool) -> list[str]:
-    """Validate metric names or groups (``localisation``, ``faithfulness``, ``all``).
+def parse_metrics(
+    names: str | Sequence[str] | None, *, has_head: bool, class_specific: bool = False
+) -> list[str]:
+    """Validate metric names or groups (``localisation``, ``faithfulness``, ``class_specific``,
+    ``all``).
 
     Args:
         names: comma-separated names, a list, or ``None`` for every metric that applies
             (faithfulness only when the model has a classification head).
         has_head: whether the model returns class logits.
+        class_specific: whether ``None`` also selects the class-specific metrics (a
+            multi-object dataset and a model with a head).
 
     Returns:
         Metric names, each once, localisation first.
 
     Raises:
-        ValueError: for an unknown name, or a faithfulness metric asked of a headless model.
+        ValueError: for an unknown name, or a faithfulness or class-specific metric asked of a
+            headless model.
     """
     if names is None:
         names = ["all"] if has_head else ["localisation"]
+        if has_head and class_specific:
+            names.append("class_specific")
     elif isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
     expanded: list[str] = []
@@ -383,11 +445,11 @@ def parse_metrics(names: str | Sequence[str] | None, *, has_head: bool) -> list[
             if name == "all" and not has_head:
                 group = METRIC_GROUPS["localisation"]
             expanded.extend(group)
-        elif name in METRIC_GROUPS["all"]:
+        elif name in KNOWN_METRICS:
             expanded.append(name)
         else:
             raise ValueError(
-                f"unknown metric {name!r}; choose from {', '.join(METRIC_GROUPS['all'])} or a "
+                f"unknown metric {name!r}; choose from {', '.join(KNOWN_METRICS)} or a "
                 f"group ({', '.join(METRIC_GROUPS)})"
             )
     if not expanded:
@@ -397,7 +459,12 @@ def parse_metrics(names: str | Sequence[str] | None, *, has_head: bool) -> list[
             "faithfulness metrics need a model with a classification head; this model returns "
             "no logits (use --metrics localisation)"
         )
-    order = {n: i for i, n in enumerate(METRIC_GROUPS["all"])}
+    if not has_head and any(n in CLASS_METRICS for n in expanded):
+        raise ValueError(
+            "class-specific metrics explain each present class, which needs a model with a "
+            "classification head; this model returns no logits (use --metrics localisation)"
+        )
+    order = {n: i for i, n in enumerate(KNOWN_METRICS)}
     return sorted(dict.fromkeys(expanded), key=order.__getitem__)
 
 
@@ -418,15 +485,22 @@ class DatasetChoice:
         data: indexable samples (``len`` and ``[i]`` -> ``SegmentationSample``).
         default_target: ``"label"`` when the dataset's labels are the model's classes (the
             synthetic data and the embedded model), else ``"predicted"``.
+        class_specific: whether its images hold several labelled objects of the model's
+            classes, so the class-specific metrics are scored by default.
     """
 
     name: str
     data: Any
     default_target: TargetPolicy
+    class_specific: bool = False
 
+
+#: Default number of multi-object scenes (``synthetic-multi:N`` overrides it).
+SYNTHETIC_MULTI_SIZE = 400
 
 DATASET_FORMS = (
     "synthetic[:N]",
+    "synthetic-multi[:N]",
     "voc:ROOT[:SPLIT]",
     "imagenet-seg:MAT",
     "coco:ROOT:ANN",
@@ -438,7 +512,10 @@ def open_dataset(spec: str, image_size: int) -> DatasetChoice:
 
     Args:
         spec: ``synthetic[:N]`` (the synthetic test split, ``N`` images, default
-            :data:`SYNTHETIC_SIZE`, generated at ``image_size``), ``voc:ROOT[:SPLIT]`` (PASCAL
+            :data:`SYNTHETIC_SIZE`, generated at ``image_size``), ``synthetic-multi[:N]`` (the
+            test split of the multi-object scenes of :mod:`attnexplain.data.scenes`, default
+            :data:`SYNTHETIC_MULTI_SIZE` images; class-specific metrics by default),
+            ``voc:ROOT[:SPLIT]`` (PASCAL
             VOC 2012, split ``val`` by default), ``imagenet-seg:MAT`` (``gtsegs_ijcv.mat``) or
             ``coco:ROOT:ANN`` (an image folder and its instances JSON).
         image_size: the model's input side (used by the synthetic data only).
@@ -451,14 +528,18 @@ def open_dataset(spec: str, image_size: int) -> DatasetChoice:
         FileNotFoundError: for a missing path (raised by the loader, naming it).
     """
     kind, _, rest = spec.partition(":")
-    if kind == "synthetic":
+    if kind in ("synthetic", "synthetic-multi"):
+        from attnexplain.data.scenes import SyntheticScenes
         from attnexplain.data.synthetic import SyntheticShapes
 
-        size = SYNTHETIC_SIZE
+        size = SYNTHETIC_SIZE if kind == "synthetic" else SYNTHETIC_MULTI_SIZE
         if rest:
             if not rest.isdigit() or int(rest) < 1:
-                raise ValueError(f"synthetic:N needs a positive image count, got {spec!r}")
+                raise ValueError(f"{kind}:N needs a positive image count, got {spec!r}")
             size = int(rest)
+        if kind == "synthetic-multi":
+            scenes = SyntheticScenes("test", size, image_size)
+            return DatasetChoice(spec, scenes, "label", class_specific=True)
         return DatasetChoice(spec, SyntheticShapes("test", size, image_size), "label")
     if kind == "voc" and rest:
         from attnexplain.data.voc import VOCSegmentation

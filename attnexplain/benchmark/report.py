@@ -18,7 +18,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
 
-from attnexplain.benchmark.registry import BASELINES, METHODS, METRIC_GROUPS, metric_info
+from attnexplain.benchmark.registry import (
+    BASELINES,
+    KNOWN_METRICS,
+    METHODS,
+    ORACLES,
+    REFERENCE_MAPS,
+    metric_info,
+)
 from attnexplain.benchmark.store import Row
 from attnexplain.viz import compare_overlays, curves_plot, save_figure
 
@@ -35,6 +42,13 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_CSV = "summary.csv"
 REPORT_MD = "report.md"
 FIGURES_DIR = "figures"
+#: The ``figures`` key of the class-specific figure (embedded in its section, not under Figures).
+CLASS_FIGURE = "class maps"
+#: Resolution of the class-specific figure: two rows per image of photo-like panels compress
+#: poorly (about 0.6 MB for four methods at 100 dpi).
+CLASS_FIGURE_DPI = 72
+#: Largest ``|class_sensitivity|`` still read as "the same map for every class" (float32 maps).
+AGNOSTIC_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -116,7 +130,9 @@ def ordered_methods(rows: Iterable[Row], meta: Mapping[str, Any] | None = None) 
     preferred = [m for m in (meta or {}).get("methods", []) if m in seen]
     rest = [m for m in seen if m not in preferred]
     methods = preferred + rest
-    return [m for m in methods if m not in BASELINES] + [m for m in methods if m in BASELINES]
+    return [m for m in methods if m not in REFERENCE_MAPS] + [
+        m for m in methods if m in REFERENCE_MAPS
+    ]
 
 
 def summarise(
@@ -139,7 +155,7 @@ def summarise(
     metrics = list(dict.fromkeys(metric for _, metric in values))
     categories = {m: _metric_meta(m, meta) for m in metrics}
     # The registry's order (localisation first), not the alphabetical order of JSON keys.
-    known = {name: i for i, name in enumerate(METRIC_GROUPS["all"])}
+    known = {name: i for i, name in enumerate(KNOWN_METRICS)}
     metrics.sort(key=lambda m: (categories[m][0] != "localisation", known.get(m, len(known)), m))
     cells = []
     for metric in metrics:
@@ -219,7 +235,7 @@ def baseline_check(cells: Sequence[Cell]) -> list[dict[str, Any]]:
     by_key = {(c.method, c.metric): c for c in cells}
     checks = []
     for cell in cells:
-        if cell.method in BASELINES or cell.category != "localisation":
+        if cell.method in REFERENCE_MAPS or cell.category != "localisation":
             continue
         entry: dict[str, Any] = {"method": cell.method, "metric": cell.metric, "value": cell.mean}
         for baseline in BASELINES:
@@ -238,6 +254,12 @@ def baseline_check(cells: Sequence[Cell]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------------------------
 # Tables
 # ----------------------------------------------------------------------------------------------
+
+
+def _method_label(method: str) -> str:
+    if method in BASELINES:
+        return f"{method} *(baseline)*"
+    return f"{method} *(oracle)*" if method in ORACLES else method
 
 
 def _format(cell: Cell, best: bool) -> str:
@@ -269,8 +291,8 @@ def markdown_table(
     metrics = list(dict.fromkeys(c.metric for c in chosen))
     present = list(dict.fromkeys(c.method for c in chosen))
     if methods is None:
-        methods = [m for m in present if m not in BASELINES]
-        methods += [m for m in present if m in BASELINES]
+        methods = [m for m in present if m not in REFERENCE_MAPS]
+        methods += [m for m in present if m in REFERENCE_MAPS]
     else:
         methods = [m for m in methods if m in present]
     by_key = {(c.method, c.metric): c for c in chosen}
@@ -286,7 +308,7 @@ def markdown_table(
         "|---" * (len(metrics) + 1) + "|",
     ]
     for method in methods:
-        label = f"{method} *(baseline)*" if method in BASELINES else method
+        label = _method_label(method)
         row = [
             _format(by_key[(method, m)], best[m] == method) if (method, m) in by_key else "–"
             for m in metrics
@@ -350,10 +372,10 @@ def metric_bars(cells: Sequence[Cell], *, ncols: int = 4) -> Figure:
         column = [c for c in cells if c.metric == metric]
         positions = np.arange(len(column))
         errors = [c.half_width or 0.0 for c in column]
-        colours = ["0.6" if c.method in BASELINES else f"C{i}" for i, c in enumerate(column)]
+        colours = ["0.6" if c.method in REFERENCE_MAPS else f"C{i}" for i, c in enumerate(column)]
         bars = ax.bar(positions, [c.mean for c in column], yerr=errors, color=colours, capsize=3)
         for bar, cell in zip(bars, column):
-            if cell.method in BASELINES:
+            if cell.method in REFERENCE_MAPS:
                 bar.set_hatch("//")
         ax.set_xticks(positions, [c.method for c in column], rotation=45, ha="right")
         arrow = "higher" if column[0].higher_is_better else "lower"
@@ -470,12 +492,18 @@ class Example:
         image: ``(3, S, S)`` float in ``[0, 1]``.
         mask: ``(S, S)`` bool.
         maps: method -> ``(K, S, S)`` map.
+        classes: ``(C,)`` the present classes, when the run scored class-specific metrics.
+        class_masks: ``(C, S, S)`` bool, their masks.
+        class_maps: method -> ``(C, S, S)``, its map for each present class.
     """
 
     image_id: str
     image: np.ndarray
     mask: np.ndarray
     maps: dict[str, np.ndarray]
+    classes: np.ndarray | None = None
+    class_masks: np.ndarray | None = None
+    class_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_examples(run_dir: str | Path) -> list[Example]:
@@ -488,6 +516,9 @@ def load_examples(run_dir: str | Path) -> list[Example]:
                 index, Example(str(data["image_id"]), data["image"], data["mask"], {})
             )
             example.maps[method] = data["map"]
+            if "class_maps" in data:
+                example.classes, example.class_masks = data["classes"], data["class_masks"]
+                example.class_maps[method] = data["class_maps"]
     return [grouped[key] for key in sorted(grouped)]
 
 
@@ -522,6 +553,159 @@ def example_grid(examples: Sequence[Example], methods: Sequence[str] | None = No
             row[0].contour(example.mask.astype(float), levels=[0.5], colors=["lime"], linewidths=1)
         row[0].set_title(example.image_id, fontsize="x-small")
     return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# Class-specific section
+# ----------------------------------------------------------------------------------------------
+
+
+def class_maps_figure(
+    examples: Sequence[Example],
+    methods: Sequence[str] | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    images: int = 3,
+) -> Figure:
+    """For a few two-class images, each method's map for each of the two classes.
+
+    Two rows per image, one per class: the image with that class's object outlined, then every
+    method's map *for that class*. A class-agnostic method draws the same map in both rows.
+
+    Args:
+        examples: from :func:`load_examples` of a run with class-specific metrics.
+        methods: columns, in order (default: those with class maps in the first example).
+        class_names: class id -> name, for the row titles.
+        images: the most images drawn (the first ones with exactly two classes).
+
+    Returns:
+        The Figure, ``2 * images`` rows of ``1 + methods`` panels.
+
+    Raises:
+        ValueError: if no example has two classes with class maps for every method.
+    """
+    chosen = [e for e in examples if e.classes is not None and len(e.classes) == 2]
+    if methods is None:
+        methods = list(chosen[0].class_maps) if chosen else []
+    chosen = [e for e in chosen if all(m in e.class_maps for m in methods)][:images]
+    if not chosen or not methods:
+        raise ValueError("no example has two classes with class maps for every method")
+    rows = 2 * len(chosen)
+    fig = Figure(figsize=(1.5 * (len(methods) + 1), 1.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, len(methods) + 1, squeeze=False)
+    for number, example in enumerate(chosen):
+        for k, label in enumerate(example.classes):  # type: ignore[arg-type]
+            row = axes[2 * number + k]
+            compare_overlays(
+                example.image, {m: example.class_maps[m][k] for m in methods}, axes=row
+            )
+            mask = example.class_masks[k].astype(float)  # type: ignore[index]
+            row[0].contour(mask, levels=[0.5], colors=["lime"], linewidths=1)
+            name = class_names[int(label)] if class_names is not None else f"class {int(label)}"
+            row[0].set_title(f"{example.image_id}\nmap for: {name}", fontsize="x-small")
+            if number or k:
+                for ax in row[1:]:
+                    ax.set_title("")
+    return fig
+
+
+def _class_methods(
+    examples: Sequence[Example], rows: Sequence[Row], meta: Mapping[str, Any] | None
+) -> list[str]:
+    """The run's methods (not the reference maps), in report order, with class maps."""
+    present = {m for e in examples for m in e.class_maps}
+    return [m for m in ordered_methods(rows, meta) if m in present and m not in REFERENCE_MAPS]
+
+
+def class_specific_verdict(rows: Sequence[Row], cells: Sequence[Cell]) -> dict[str, str]:
+    """Which methods are class-specific in fact, from their ``class_sensitivity``.
+
+    - ``"class-agnostic"``: the sensitivity is 0 on every image up to float rounding (below
+      :data:`AGNOSTIC_TOLERANCE`), i.e. the method gave every class of an image the same map
+      (maps of one image made in differently composed batches may differ in the last bits);
+    - ``"class-specific"``: the lower end of its confidence interval is above 0;
+    - ``"not shown"``: otherwise (the interval contains 0, or the mean is negative).
+
+    Returns:
+        method -> verdict, for the methods and baselines with a ``class_sensitivity`` cell.
+    """
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        if "class_sensitivity" in row["metrics"]:
+            values.setdefault(row["method"], []).append(row["metrics"]["class_sensitivity"])
+    verdicts = {}
+    for cell in cells:
+        if cell.metric != "class_sensitivity":
+            continue
+        if max(abs(v) for v in values[cell.method]) < AGNOSTIC_TOLERANCE:
+            verdicts[cell.method] = "class-agnostic"
+        elif cell.ci_low is not None and cell.ci_low > 0:
+            verdicts[cell.method] = "class-specific"
+        else:
+            verdicts[cell.method] = "not shown"
+    return verdicts
+
+
+def class_specific_section(
+    rows: Sequence[Row],
+    meta: Mapping[str, Any] | None = None,
+    *,
+    figure: str | None = None,
+    heading: str = "## Class-specific (images with two or more objects)",
+    intro: str = "",
+) -> str:
+    """The class-specific part of a report: table, verdict per method and figure.
+
+    Args:
+        rows: result rows of a run with class-specific metrics.
+        meta: its ``run.json``.
+        figure: relative path of :func:`class_maps_figure`'s image, embedded when given.
+        heading: the section's heading line.
+        intro: Markdown placed under the heading.
+
+    Returns:
+        The Markdown text, or ``""`` when the rows hold no class-specific metric.
+    """
+    cells = [c for c in summarise(rows, meta) if c.category == "class_specific"]
+    if not cells:
+        return ""
+    methods = ordered_methods(rows, meta)
+    scored = {row["image_id"] for row in rows if "class_sensitivity" in row["metrics"]}
+    verdicts = class_specific_verdict(rows, cells)
+    groups: dict[str, list[str]] = {}
+    for method in methods:
+        if method in verdicts and method not in REFERENCE_MAPS:
+            groups.setdefault(verdicts[method], []).append(f"`{method}`")
+    parts = [heading]
+    if intro:
+        parts.append(intro.strip())
+    parts.append(
+        f"{len(scored)} images with two or more labelled objects. Every method is asked once "
+        "per present class and once for one absent class (the negative query); a method that "
+        "returns one map whatever the class answers every class with it. Per image, "
+        "`object_*` score the map for each class against *that* class's mask (the other objects "
+        "count as background), `leakage` is the share of its mass on the other objects, "
+        "`class_sensitivity` is (target-mask mass − other-mask mass) of each class's map, "
+        "differenced between the two maps of a pair and averaged (0 for identical maps, 1 when "
+        "each map lies on its own object), and `negative_object_mass` is the share of the "
+        "absent class's map on the objects that are present. `all_objects` is the oracle map "
+        "of every object's mask, the best a class-agnostic map can do."
+    )
+    parts.append(markdown_table(cells, "class_specific", methods))
+    lines = ["**Which methods are class-specific in fact** (by `class_sensitivity`):", ""]
+    texts = {
+        "class-specific": "class-specific (confidence interval above 0)",
+        "not shown": "not shown to be class-specific (interval contains 0 or below)",
+        "class-agnostic": "class-agnostic: the same map for every class on every image",
+    }
+    for verdict, text in texts.items():
+        if verdict in groups:
+            lines.append(f"- {text}: {', '.join(groups[verdict])}.")
+    parts.append("\n".join(lines))
+    if figure:
+        caption = "Each method's map for each of the two classes of a few two-object images"
+        parts.append(f"**{caption}**\n\n![{caption}]({figure})")
+    return "\n\n".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,6 +779,7 @@ def markdown_report(
     figures: Mapping[str, str] | None = None,
     title: str | None = None,
     notes: str = "",
+    sections: Sequence[str] = (),
 ) -> str:
     """The report as Markdown: tables per category, baseline check, time, machine, figures.
 
@@ -604,6 +789,8 @@ def markdown_report(
         figures: caption -> relative path of figures to embed.
         title: the heading (default from the model and dataset).
         notes: extra Markdown placed under the heading.
+        sections: extra Markdown sections placed after the tables (e.g. another run's
+            :func:`class_specific_section`).
 
     Returns:
         The Markdown text.
@@ -631,13 +818,18 @@ def markdown_report(
         table = markdown_table(cells, category, methods)
         if table:
             parts += [text, table]
+    class_section = class_specific_section(rows, meta, figure=(figures or {}).get(CLASS_FIGURE))
+    if class_section:
+        parts.append(class_section)
+    parts += [section.strip() for section in sections if section.strip()]
     checks = _check_table(baseline_check(cells))
     if checks:
         parts += ["## Against the baselines (localisation means)", checks]
     parts += ["## Time and machine", _sessions_text(meta), _timing_table(rows, methods)]
-    if figures:
+    listed = {k: v for k, v in (figures or {}).items() if k != CLASS_FIGURE}
+    if listed:
         parts.append("## Figures")
-        parts += [f"**{caption}**\n\n![{caption}]({path})" for caption, path in figures.items()]
+        parts += [f"**{caption}**\n\n![{caption}]({path})" for caption, path in listed.items()]
     return "\n\n".join(parts) + "\n"
 
 
@@ -651,6 +843,7 @@ def write_report(
     notes: str = "",
     layer_scores: Mapping[str, Any] | None = None,
     layer_metric: str = "mass_jaccard",
+    sections: Sequence[str] = (),
 ) -> Path:
     """Write ``report.md``, ``summary.csv``, ``summary.json`` and ``figures/*.png``.
 
@@ -664,6 +857,7 @@ def write_report(
         layer_scores: method -> ``(images, layers)`` scores of ``layer_metric`` per layer, drawn
             by :func:`layer_figure`; none, no figure.
         layer_metric: the metric of ``layer_scores``.
+        sections: extra Markdown sections after the tables (see :func:`markdown_report`).
 
     Returns:
         The path of ``report.md``.
@@ -699,8 +893,15 @@ def write_report(
         path = f"{FIGURES_DIR}/layers_{layer_metric}.png"
         save_figure(layer_figure(layer_scores, layer_metric), out / path)
         figures[f"Localisation by layer ({layer_metric}, mean, {CONFIDENCE:.0%} CI)"] = path
+    if any(e.classes is not None and len(e.classes) == 2 for e in examples):
+        path = f"{FIGURES_DIR}/class_maps.png"
+        figure = class_maps_figure(examples, _class_methods(examples, rows, meta))
+        save_figure(figure, out / path, dpi=CLASS_FIGURE_DPI)
+        figures[CLASS_FIGURE] = path
     report = out / REPORT_MD
-    report.write_text(markdown_report(rows, meta, figures=figures, title=title, notes=notes))
+    report.write_text(
+        markdown_report(rows, meta, figures=figures, title=title, notes=notes, sections=sections)
+    )
     return report
 
 

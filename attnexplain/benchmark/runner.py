@@ -19,6 +19,18 @@ DINO: for every annotated object separately, the best head's Jaccard (``K = 1`` 
 "image"``, the default) or the masks are resized (nearest) to the model's input size
 (``"model"``, Chefer et al.'s protocol, which resizes images and masks to 224 x 224).
 
+**Class-specific scoring** (the ``class_specific`` metrics, the default on ``synthetic-multi``).
+On every image with at least :data:`MIN_SCORED_CLASSES` present classes (the classes of
+:func:`~attnexplain.data.objects.class_masks` at the scoring resolution: objects left with no
+pixel are skipped and counted in the row's ``empty_objects``), each fused method is asked for
+the map of every present class and of one absent class (the *negative* query, drawn from the
+image id, so it never depends on batching). The maps of the present classes are scored against
+the per-class masks (row ``classes``, per-class values in ``objects``, the image's mean in
+``metrics``); the negative map by the mass it puts on the present objects (row
+``negative_class``). Images with fewer classes get no class-specific metric: the comparison is
+about telling objects apart. The oracle ``all_objects`` (the union of the object masks) joins
+the baselines. Labels must be the model's classes (``target="label"``).
+
 **Targets.** ``target="label"`` explains the sample's label (the synthetic data, whose labels
 are the embedded model's classes); ``"predicted"`` explains the model's top-1 class (the choice
 for VOC, COCO and ImageNet-segmentation, whose ids are not the model's). Headless models have no
@@ -44,6 +56,7 @@ import os
 import platform
 import sys
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -58,10 +71,12 @@ from tqdm.auto import tqdm
 
 from attnexplain.benchmark.maps import MAPS_DIR, ViewSource, save_sample, store_batch, view_source
 from attnexplain.benchmark.registry import (
+    CLASS_METRICS,
     FAITHFULNESS_METRICS,
     MAP_METRICS,
     METHODS,
     OBJECT_METRICS,
+    ORACLES,
     DatasetChoice,
     FaithfulnessContext,
     MethodContext,
@@ -81,9 +96,12 @@ from attnexplain.benchmark.store import (
     row_key,
 )
 from attnexplain.capture import UnsupportedModelError, eval_mode, resolve_adapter
+from attnexplain.data.objects import ClassMasks, class_masks
 from attnexplain.zoo import Preprocess
 
 META_FILE = "run.json"
+#: Fewest present classes for an image to be scored by the class-specific metrics.
+MIN_SCORED_CLASSES = 2
 EXAMPLES_DIR = "examples"
 MaskResolution = Literal["image", "model"]
 
@@ -173,6 +191,20 @@ class _Truth:
     mask: torch.Tensor  # (1, H, W) bool
     ignore: torch.Tensor  # (1, H, W) bool
     objects: torch.Tensor  # (K, H, W) bool
+    labels: torch.Tensor  # (K,) int64, the class of each object
+
+
+@dataclass(frozen=True)
+class _Queries:
+    """What a method is asked about one image in class-specific scoring."""
+
+    present: ClassMasks  # the present classes and their masks, at the scoring resolution
+    negative: int | None  # one absent class of the model, if there is one
+
+    @property
+    def scored(self) -> bool:
+        """Whether the image has enough classes for class-specific scoring."""
+        return len(self.present.labels) >= MIN_SCORED_CLASSES
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
@@ -281,11 +313,24 @@ class _Session:
                 f"method(s) {', '.join(headless)} differentiate a class logit, but the model has "
                 "no classification head; use attention methods (raw, raw_heads, rollout)"
             )
-        self.metrics = parse_metrics(config.metrics, has_head=self.has_head)
-        self.target = config.target or dataset.default_target
-        context = MethodContext(
-            model, preprocess, self.adapter.logits_forward, config.batch_size, config.seed
+        self.metrics = parse_metrics(
+            config.metrics, has_head=self.has_head, class_specific=dataset.class_specific
         )
+        self.target = config.target or dataset.default_target
+        self.class_metrics = {n: CLASS_METRICS[n]() for n in self.metrics if n in CLASS_METRICS}
+        if self.class_metrics:
+            if self.target != "label":
+                raise ValueError(
+                    "class-specific metrics explain every present class, so the dataset's "
+                    "labels must be the model's classes (target='label', --target label)"
+                )
+            self.methods += [m for m in ORACLES if m not in self.methods]
+        # The union of each image's objects at the model's size, for the oracle baselines.
+        self._objects: dict[str, torch.Tensor] = {}
+        context = MethodContext(
+            model, preprocess, self.adapter.logits_forward, config.batch_size, config.seed,
+            objects=lambda ids: torch.stack([self._objects[i] for i in ids]),
+        )  # fmt: skip
         self.explainers = {
             name: METHODS[name].build(context, **config.method_options.get(name, {}))
             for name in self.methods
@@ -353,6 +398,16 @@ class _Session:
             for index, image_id, image, truth in zip(indices, ids, images, truths):
                 mask, ignore = self._at_model_size(truth.mask), self._at_model_size(truth.ignore)
                 save_sample(self.maps_dir, index, image_id, image, mask, ignore)
+        if any(METHODS[m].kind == "oracle" for m in self.methods):
+            self._objects = {
+                image_id: _resize(s.object_masks[None], (self.size, self.size), "nearest")[0].any(0)
+                for image_id, s in zip(ids, samples)
+            }
+        queries = None
+        if self.class_metrics:
+            queries = [
+                self._queries(t, image_id, logits.shape[1]) for t, image_id in zip(truths, ids)
+            ]
         rows: list[Row] = []
         for name in self.methods:
             todo = {j for j, image_id in enumerate(ids) if (image_id, name) not in done}
@@ -361,7 +416,7 @@ class _Session:
             # The whole batch is scored even when a torn write left only some rows missing: the
             # model then sees the same batch as in an uninterrupted run, to the last bit.
             method_rows = self._score_method(
-                name, images, inputs, target, truths, ids, examples_dir, indices
+                name, images, inputs, target, truths, ids, examples_dir, indices, queries
             )
             for j, row in enumerate(method_rows):
                 if j not in todo:
@@ -382,7 +437,21 @@ class _Session:
             mask = _resize(mask[None], size, "nearest")[0]
             ignore = _resize(ignore[None], size, "nearest")[0]
             objects = _resize(objects[None], size, "nearest")[0]
-        return _Truth(mask.bool(), ignore.bool(), objects.bool())
+        return _Truth(mask.bool(), ignore.bool(), objects.bool(), sample.object_labels)
+
+    def _queries(self, truth: _Truth, image_id: str, classes: int) -> _Queries:
+        """The classes to ask about one image: every present class and one absent one."""
+        grouped = class_masks(truth.labels, truth.objects)
+        if len(grouped.labels) and int(grouped.labels.max()) >= classes:
+            raise ValueError(
+                f"image {image_id!r} has an object of class {int(grouped.labels.max())}, not a "
+                f"class of this {classes}-class model; class-specific metrics need the "
+                "dataset's labels to be the model's classes"
+            )
+        absent = sorted(set(range(classes)) - set(grouped.labels.tolist()))
+        # Drawn from the image id (not a shared generator) so no batching or sharding changes it.
+        negative = absent[zlib.crc32(image_id.encode()) % len(absent)] if absent else None
+        return _Queries(grouped, negative)
 
     def _at_model_size(self, mask: torch.Tensor) -> torch.Tensor:
         """A ``(1, H, W)`` bool mask resized (nearest) to the model's ``(S, S)``."""
@@ -398,6 +467,7 @@ class _Session:
         ids: list[str],
         examples_dir: Path,
         indices: list[int],
+        queries: list[_Queries] | None = None,
     ) -> list[Row]:
         spec = METHODS[name]
         start = time.perf_counter()
@@ -412,6 +482,12 @@ class _Session:
             raise ValueError(f"method {name} returned K = {maps.shape[1]} maps, expected 1")
         maps_done = time.perf_counter()
         rows = [self._localise(image_id, name, m, t) for image_id, m, t in zip(ids, maps, truths)]
+        class_maps: list[torch.Tensor | None] = [None] * len(ids)
+        query_seconds = 0.0  # the class-specific maps count as map time
+        if queries is not None and not spec.per_head:
+            class_maps, query_seconds = self._class_specific(
+                name, rows, inputs, ids, truths, queries
+            )
         localised = time.perf_counter()
         if not spec.per_head and self.faithfulness:
             self._faithfulness(rows, images, maps, target)
@@ -419,16 +495,100 @@ class _Session:
         share = 1.0 / len(ids)
         for row in rows:
             row["seconds"] = {
-                "maps": (maps_done - start) * share,
-                "localisation": (localised - maps_done) * share,
+                "maps": (maps_done - start + query_seconds) * share,
+                "localisation": (localised - maps_done - query_seconds) * share,
                 "faithfulness": (finished - localised) * share,
             }
         for k, index in enumerate(indices):
             if index < self.config.examples:
-                self._save_example(examples_dir, index, ids[k], name, images[k], truths[k], maps[k])
+                extra = {}
+                if class_maps[k] is not None and queries is not None:
+                    extra = self._class_example(queries[k], class_maps[k])
+                self._save_example(
+                    examples_dir, index, ids[k], name, images[k], truths[k], maps[k], extra
+                )
         if self.maps_dir is not None:
             store_batch(self.maps_dir, indices, name, self.view_sources[name](inputs, maps))
         return rows
+
+    def _class_specific(
+        self,
+        name: str,
+        rows: list[Row],
+        inputs: torch.Tensor,
+        ids: list[str],
+        truths: list[_Truth],
+        queries: list[_Queries],
+    ) -> tuple[list[torch.Tensor | None], float]:
+        """Ask ``name`` about every query of the batch and score the answers into ``rows``.
+
+        Returns:
+            Per image, the maps of its present classes then its negative class,
+            ``(C (+ 1), S, S)`` at the model's size (``None`` when no class is present), and
+            the seconds spent making the maps.
+        """
+        start = time.perf_counter()
+        pairs = [
+            (j, int(label))
+            for j, query in enumerate(queries)
+            for label in [*query.present.labels.tolist(), query.negative]
+            if label is not None and query.scored
+        ]
+        answers = []
+        size = self.config.batch_size
+        for start in range(0, len(pairs), size):
+            chunk = pairs[start : start + size]
+            index = torch.tensor([j for j, _ in chunk], device=inputs.device)
+            targets = torch.tensor([label for _, label in chunk], device=inputs.device)
+            answer = self.explainers[name](inputs[index], targets, [ids[j] for j, _ in chunk])
+            answers.append(answer.detach().float()[:, 0])
+        stacked = torch.cat(answers) if answers else inputs.new_zeros(0, self.size, self.size)
+        seconds = time.perf_counter() - start
+        per_image: list[torch.Tensor | None] = [None] * len(ids)
+        cursor = 0
+        for j, query in enumerate(queries):
+            count = (len(query.present.labels) + (query.negative is not None)) * query.scored
+            per_image[j] = stacked[cursor : cursor + count] if count else None
+            cursor += count
+            self._score_classes(rows[j], per_image[j], truths[j], query)
+        return per_image, seconds
+
+    def _score_classes(
+        self, row: Row, maps: torch.Tensor | None, truth: _Truth, query: _Queries
+    ) -> None:
+        """The class-specific metrics of one image's maps, written into its row."""
+        present = query.present
+        row.update(
+            classes=present.labels.tolist(),
+            negative_class=query.negative,
+            empty_objects=present.empty,
+        )
+        if maps is None:
+            return
+        size = tuple(truth.mask.shape[-2:])
+        scored = _resize(maps[None].cpu(), size, "bilinear")[0]  # (C (+ 1), H, W)
+        count = len(present.labels)
+        ignore = truth.ignore[0]
+        for metric_name, metric in self.class_metrics.items():
+            if not metric.paired:
+                if query.negative is not None:
+                    values = metric(scored[count:], present.masks, ignore)
+                    row["metrics"][metric_name] = float(values[0])
+                continue
+            if count < metric.min_classes:
+                continue
+            values = metric(scored[:count], present.masks, ignore).tolist()
+            row["objects"][metric_name] = values
+            row["metrics"][metric_name] = float(np.mean(values))
+
+    def _class_example(self, query: _Queries, maps: torch.Tensor) -> dict[str, np.ndarray]:
+        """The arrays the report's class-specific figure needs, at the model's size."""
+        masks = _resize(query.present.masks[None], (self.size, self.size), "nearest")[0]
+        return {
+            "classes": query.present.labels.numpy(),
+            "class_maps": maps[: len(query.present.labels)].cpu().numpy(),
+            "class_masks": masks.cpu().numpy(),
+        }
 
     def _localise(self, image_id: str, method: str, maps: torch.Tensor, truth: _Truth) -> Row:
         size = tuple(truth.mask.shape[-2:])
@@ -475,6 +635,7 @@ class _Session:
         image: torch.Tensor,
         truth: _Truth,
         maps: torch.Tensor,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         mask = self._at_model_size(truth.mask)
@@ -484,6 +645,7 @@ class _Session:
             mask=mask.cpu().numpy(),
             map=maps.cpu().numpy(),
             image_id=np.array(image_id),
+            **(extra or {}),
         )
 
 

@@ -1,4 +1,4 @@
-"""Metrics for attribution maps: localisation, faithfulness, sanity checks and baselines.
+"""Metrics for attribution maps: localisation, class-specific, faithfulness, sanity, baselines.
 
 Metrics take maps, never models' internals, so Captum's own attribution methods are scored the
 same way as attention-based ones.
@@ -6,6 +6,14 @@ same way as attention-based ones.
 
 from attnexplain.metrics.base import Metric
 from attnexplain.metrics.baselines import centre_gaussian_map, random_map
+from attnexplain.metrics.class_specific import (
+    ClassSensitivity,
+    ClassSpecificMetric,
+    Leakage,
+    NegativeQueryMass,
+    ObjectLocalisation,
+    TargetPointingGame,
+)
 from attnexplain.metrics.faithfulness import (
     DeletionInsertion,
     FaithfulnessMetric,
@@ -32,17 +40,23 @@ __all__ = [
     "AUROC",
     "AveragePrecision",
     "BestHeadJaccard",
+    "ClassSensitivity",
+    "ClassSpecificMetric",
     "DeletionInsertion",
     "EnergyPointingGame",
     "FaithfulnessMetric",
+    "Leakage",
     "LocalisationMetric",
     "MassJaccard",
     "MeanIoU",
     "Metric",
+    "NegativeQueryMass",
+    "ObjectLocalisation",
     "PerturbationCurves",
     "PerturbationTest",
     "PixelAccuracy",
     "PointingGame",
+    "TargetPointingGame",
     "cascading_randomization",
     "centre_gaussian_map",
     "chefer_binarise",

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-Category = Literal["localisation", "faithfulness", "randomisation"]
+Category = Literal["localisation", "faithfulness", "randomisation", "class_specific"]
 
 
 class Metric(abc.ABC):

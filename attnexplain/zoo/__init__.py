@@ -21,12 +21,32 @@ from transformers import ViTConfig, ViTForImageClassification
 from attnexplain.data.base import SegmentationSample
 from attnexplain.data.synthetic import SyntheticShapes
 
-__all__ = ["ZOO_DIR", "Preprocess", "default_samples", "load_default"]
+__all__ = ["EMBEDDED_MODELS", "ZOO_DIR", "Preprocess", "default_samples", "load_default"]
 
 ZOO_DIR = Path(__file__).resolve().parent
 WEIGHTS_FILE = "default.safetensors"
 CONFIG_FILE = "config.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+
+EMBEDDED_MODELS: dict[str, str] = {
+    "default": "six-class softmax ViT trained on one-object images (MODEL_CARD.md)",
+    "multilabel": "the same ViT with one sigmoid per class, trained on multi-object scenes "
+    "(MODEL_CARD_multilabel.md)",
+}
+"""The models shipped in the package, by name, for :func:`load_default`."""
+
+
+def model_files(name: str) -> tuple[str, str, str]:
+    """File names ``(weights, config, preprocessor config)`` of embedded model ``name``.
+
+    ``"default"`` keeps the Hugging Face names (``config.json``, ...); another model ``NAME``
+    uses ``NAME.safetensors``, ``NAME.config.json`` and ``NAME.preprocessor_config.json`` in the
+    same folder.
+    """
+    if name == "default":
+        return WEIGHTS_FILE, CONFIG_FILE, PREPROCESSOR_FILE
+    return f"{name}.safetensors", f"{name}.config.json", f"{name}.preprocessor_config.json"
+
 
 # Inputs a little outside [0, 1] come from resampling or rounding; far outside means the image was
 # already normalised or is on a 0-255 scale.
@@ -165,11 +185,15 @@ class Preprocess:
 
 
 def load_default(
+    name: str = "default",
     device: str | torch.device = "cpu",
 ) -> tuple[ViTForImageClassification, Preprocess]:
-    """Load the embedded model and its preprocessing from the package files (no network).
+    """Load an embedded model and its preprocessing from the package files (no network).
 
     Args:
+        name: ``"default"`` (softmax over the six classes, trained on one-object images) or
+            ``"multilabel"`` (one sigmoid per class, trained on the multi-object scenes of
+            :mod:`attnexplain.data.scenes`); see :data:`EMBEDDED_MODELS`.
         device: where to put the model.
 
     Returns:
@@ -177,17 +201,34 @@ def load_default(
         ``(B, 6)`` over :data:`attnexplain.data.synthetic.CLASS_NAMES`, and the
         :class:`Preprocess` it was trained with.
 
+    Raises:
+        ValueError: if ``name`` is not an embedded model.
+
     Examples:
         >>> model, preprocess = load_default()
         >>> sample = default_samples(1)[0]
         >>> model(pixel_values=preprocess(sample.image)).logits.shape
         torch.Size([1, 6])
     """
-    config = ViTConfig.from_json_file(ZOO_DIR / CONFIG_FILE)
+    if name not in EMBEDDED_MODELS:
+        hint = " (the device is the second argument: device=...)" if _is_device(name) else ""
+        raise ValueError(
+            f"unknown embedded model {name!r}{hint}; choose from {', '.join(EMBEDDED_MODELS)}"
+        )
+    weights, config_file, preprocessor = model_files(name)
+    config = ViTConfig.from_json_file(ZOO_DIR / config_file)
     model = ViTForImageClassification(config)
-    model.load_state_dict(load_file(ZOO_DIR / WEIGHTS_FILE))
+    model.load_state_dict(load_file(ZOO_DIR / weights))
     model.to(device).eval()
-    return model, Preprocess.from_json(ZOO_DIR / PREPROCESSOR_FILE)
+    return model, Preprocess.from_json(ZOO_DIR / preprocessor)
+
+
+def _is_device(name: object) -> bool:
+    try:
+        torch.device(name)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        return False
+    return True
 
 
 def default_samples(n: int = 4) -> list[SegmentationSample]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from attnexplain.zoo import Preprocess, load_default
+from attnexplain.zoo import EMBEDDED_MODELS, Preprocess, load_default
 
 DEFAULT_MODEL = "default"
 TIMM_PREFIXES = ("timm:", "timm/")
@@ -80,9 +80,9 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Modul
     """Load a model and its preprocessing.
 
     Args:
-        spec: ``"default"`` (the embedded model), ``"timm:NAME"`` / ``"timm/NAME"`` (timm,
-            pretrained weights from its cache), a local folder with a Hugging Face
-            ``config.json``, or a Hugging Face hub id.
+        spec: ``"default"`` or ``"multilabel"`` (the embedded models), ``"timm:NAME"`` /
+            ``"timm/NAME"`` (timm, pretrained weights from its cache), a local folder with a
+            Hugging Face ``config.json``, or a Hugging Face hub id.
         device: where to put the model.
 
     Returns:
@@ -91,8 +91,8 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Modul
     Raises:
         ModelLoadError: if the model cannot be loaded (with what to do about it).
     """
-    if spec == DEFAULT_MODEL:
-        return load_default(device)
+    if spec in EMBEDDED_MODELS:
+        return load_default(spec, device)
     if spec.startswith(TIMM_PREFIXES):
         return _load_timm(spec.split(":", 1)[-1] if spec.startswith("timm:") else spec, device)
     path = Path(spec)

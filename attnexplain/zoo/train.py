@@ -1,8 +1,17 @@
-"""Train the embedded default model from scratch on CPU.
+"""Train the embedded models from scratch on CPU.
 
 Run ``python -m attnexplain.zoo.train --out attnexplain/zoo``; the defaults are the recipe of the
-shipped weights (see ``MODEL_CARD.md``). It writes ``default.safetensors``, ``config.json`` and
-``preprocessor_config.json`` to ``--out`` and prints the held-out test accuracy.
+shipped default weights (see ``MODEL_CARD.md``). It writes ``default.safetensors``,
+``config.json`` and ``preprocessor_config.json`` to ``--out`` and prints the held-out test
+accuracy.
+
+``--task multilabel`` trains the multi-label variant with the same recipe on the multi-object
+scenes of :mod:`attnexplain.data.scenes`: one sigmoid per class (``problem_type=
+"multi_label_classification"``), binary cross-entropy on the image's multi-hot class vector
+(label smoothing pulls the targets to ``ε / 2`` and ``1 - ε / 2``), validation by mean average
+precision. ``python -m attnexplain.zoo.train --task multilabel --out attnexplain/zoo`` writes
+``multilabel.safetensors``, ``multilabel.config.json`` and ``multilabel.preprocessor_config.json``
+(see ``MODEL_CARD_multilabel.md``).
 
 The training images are generated once into memory as uint8 (the generator quantises to 8 bits,
 so the cache is lossless) and augmented by the eight flips / quarter turns of the square, which
@@ -21,15 +30,20 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+from sklearn.metrics import average_precision_score, f1_score
 from transformers import ViTConfig, ViTForImageClassification
 
+from attnexplain.data.scenes import generate_scene
 from attnexplain.data.synthetic import CLASS_NAMES, SPLIT_SEED_OFFSETS, generate_sample
-from attnexplain.zoo import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE, Preprocess
+from attnexplain.zoo import Preprocess, load_default, model_files
+
+Task = Literal["single", "multilabel"]
 
 
 def _one_thread() -> None:
@@ -38,13 +52,24 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+def _uint8(image: torch.Tensor) -> np.ndarray:
+    return (image * 255).round().to(torch.uint8).numpy()
+
+
 def _uint8_sample(seed: int, image_size: int) -> tuple[np.ndarray, int]:
     image, label, _ = generate_sample(seed, image_size)
-    return (image * 255).round().to(torch.uint8).numpy(), label
+    return _uint8(image), label
+
+
+def _uint8_scene(seed: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    scene = generate_scene(seed, image_size)
+    present = np.zeros(len(CLASS_NAMES), dtype=np.float32)
+    present[[obj.label for obj in scene.objects]] = 1.0
+    return _uint8(scene.image), present
 
 
 def generate_split(
-    split: str, size: int, image_size: int, workers: int
+    split: str, size: int, image_size: int, workers: int, task: Task = "single"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``size`` samples of a split as a uint8 image cache.
 
@@ -53,19 +78,43 @@ def generate_split(
         size: number of samples.
         image_size: side of the images in pixels.
         workers: processes used to generate (the result does not depend on it).
+        task: ``"single"``: the one-object images of :mod:`attnexplain.data.synthetic`;
+            ``"multilabel"``: the scenes of :mod:`attnexplain.data.scenes`.
 
     Returns:
-        ``(images, labels)``: ``(size, 3, H, W)`` uint8 and ``(size,)`` int64.
+        ``(images, labels)``: ``(size, 3, H, W)`` uint8, and ``(size,)`` int64 class indices
+        (``"single"``) or ``(size, classes)`` float32 multi-hot vectors (``"multilabel"``).
     """
     seeds = range(SPLIT_SEED_OFFSETS[split], SPLIT_SEED_OFFSETS[split] + size)
-    make = partial(_uint8_sample, image_size=image_size)
+    make = partial(_uint8_scene if task == "multilabel" else _uint8_sample, image_size=image_size)
     if workers > 1:
         with multiprocessing.get_context("spawn").Pool(workers, _one_thread) as pool:
             samples = pool.map(make, seeds, chunksize=256)
     else:
         samples = [make(seed) for seed in seeds]
     images = torch.from_numpy(np.stack([image for image, _ in samples]))
-    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    if task == "multilabel":
+        return images, torch.from_numpy(np.stack([present for _, present in samples]))
+    return images, torch.tensor([label for _, label in samples], dtype=torch.int64)
+
+
+def cached_split(
+    split: str, size: int, *, image_size: int, workers: int, task: Task, cache: Path | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`generate_split`, read from or written to ``cache`` when it is given.
+
+    The generator is deterministic, so a cached split equals a regenerated one; the file name
+    holds every argument the split depends on.
+    """
+    if cache is None:
+        return generate_split(split, size, image_size, workers, task)
+    path = cache / f"{task}-{split}-{size}-{image_size}px.pt"
+    if path.is_file():
+        images, labels = torch.load(path, weights_only=True)
+        return images, labels
+    images, labels = generate_split(split, size, image_size, workers, task)
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save((images, labels), path)
     return images, labels
 
 
@@ -176,12 +225,16 @@ def build_model(
     layers: int,
     heads: int,
     intermediate_size: int | None = None,
+    task: Task = "single",
 ) -> ViTForImageClassification:
     """A randomly initialised ViT classifier over :data:`CLASS_NAMES`.
 
-    ``intermediate_size`` is the MLP width, ``4 * hidden_size`` (ViT's ratio) when ``None``.
+    ``intermediate_size`` is the MLP width, ``4 * hidden_size`` (ViT's ratio) when ``None``;
+    ``task="multilabel"`` sets ``problem_type="multi_label_classification"`` (one sigmoid per
+    class, so the Hugging Face loss is binary cross-entropy).
     """
     config = ViTConfig(
+        problem_type="multi_label_classification" if task == "multilabel" else None,
         image_size=image_size,
         patch_size=patch_size,
         hidden_size=hidden_size,
@@ -205,6 +258,23 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 
 @torch.no_grad()
+def predict_logits(
+    model: ViTForImageClassification,
+    images: torch.Tensor,
+    preprocess: Preprocess,
+    batch_size: int = 250,
+) -> torch.Tensor:
+    """Logits ``(N, classes)`` of ``model`` (in eval mode, restored after) on a uint8 cache."""
+    was_training = model.training
+    model.eval()
+    logits = [
+        model(pixel_values=preprocess(images[start : start + batch_size].float() / 255.0)).logits
+        for start in range(0, len(images), batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(logits)
+
+
 def accuracy(
     model: ViTForImageClassification,
     images: torch.Tensor,
@@ -213,28 +283,105 @@ def accuracy(
     batch_size: int = 250,
 ) -> float:
     """Top-1 accuracy of ``model`` on a uint8 ``(N, 3, H, W)`` cache."""
-    was_training = model.training
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        batch = preprocess(images[start : start + batch_size].float() / 255.0)
-        predicted = model(pixel_values=batch).logits.argmax(dim=1)
-        correct += int((predicted == labels[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / len(images)
+    predicted = predict_logits(model, images, preprocess, batch_size).argmax(dim=1)
+    return float((predicted == labels).double().mean())
 
 
-def _save(model: ViTForImageClassification, preprocess: Preprocess, out: Path) -> None:
+def multilabel_scores(logits: torch.Tensor, present: torch.Tensor) -> dict[str, float]:
+    """Multi-label quality of sigmoid logits against multi-hot targets.
+
+    Args:
+        logits: ``(N, C)`` logits (a class is predicted when its sigmoid exceeds 0.5, i.e. its
+            logit exceeds 0).
+        present: ``(N, C)`` multi-hot targets.
+
+    Returns:
+        ``mAP`` (macro mean of the per-class average precision, sklearn's
+        ``average_precision_score``), ``macro_f1``, ``exact_match`` (the fraction of images whose
+        predicted class set is exactly right), and per class ``ap/<name>`` and ``f1/<name>``.
+    """
+    truth = present.numpy() > 0.5
+    scores = logits.double().numpy()
+    predicted = scores > 0
+    result = {
+        "mAP": float(average_precision_score(truth, scores, average="macro")),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+        "exact_match": float((predicted == truth).all(axis=1).mean()),
+    }
+    per_class_ap = average_precision_score(truth, scores, average=None)
+    per_class_f1 = f1_score(truth, predicted, average=None, zero_division=0)
+    for name, ap, f1 in zip(CLASS_NAMES, per_class_ap, per_class_f1):
+        result[f"ap/{name}"], result[f"f1/{name}"] = float(ap), float(f1)
+    return result
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, task: Task, smoothing: float) -> torch.Tensor:
+    if task == "multilabel":
+        targets = labels * (1.0 - smoothing) + smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+
+
+def _evaluate(
+    model: ViTForImageClassification,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    preprocess: Preprocess,
+    task: Task,
+) -> str:
+    """A log line's summary: accuracy, or mAP / macro F1 / exact match."""
+    if task == "multilabel":
+        scores = multilabel_scores(predict_logits(model, images, preprocess), labels)
+        return (
+            f"mAP {scores['mAP']:.3f} macro F1 {scores['macro_f1']:.3f} "
+            f"exact match {scores['exact_match']:.3f}"
+        )
+    return f"acc {accuracy(model, images, labels, preprocess):.3f}"
+
+
+def _save(model: ViTForImageClassification, preprocess: Preprocess, out: Path, name: str) -> None:
+    weights, config, preprocessor = model_files(name)
     out.mkdir(parents=True, exist_ok=True)
-    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, out / WEIGHTS_FILE, metadata={"format": "pt"})
-    model.config.to_json_file(out / CONFIG_FILE)
-    preprocess.to_json(out / PREPROCESSOR_FILE)
+    state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
+    save_file(state, out / weights, metadata={"format": "pt"})
+    model.config.to_json_file(out / config)
+    preprocess.to_json(out / preprocessor)
+
+
+def _init_from(model: ViTForImageClassification, name: str) -> None:
+    """Copy the weights of embedded model ``name`` into ``model`` (same architecture).
+
+    Raises:
+        ValueError: if the architectures differ (the message names the first mismatch).
+    """
+    source, _ = load_default(name)
+    theirs, ours = source.state_dict(), model.state_dict()
+    for key, tensor in ours.items():
+        if key not in theirs or theirs[key].shape != tensor.shape:
+            found = tuple(theirs[key].shape) if key in theirs else "missing"
+            raise ValueError(
+                f"--init-from {name}: parameter {key} is {tuple(tensor.shape)} here but "
+                f"{found} in the embedded model; use its architecture flags"
+            )
+    model.load_state_dict(theirs)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for the model files")
+    parser.add_argument(
+        "--task",
+        choices=("single", "multilabel"),
+        default="single",
+        help="single: one object per image, softmax; multilabel: the multi-object scenes, "
+        "one sigmoid per class",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="file name stem of the written model (default: 'default' for --task single, "
+        "'multilabel' for --task multilabel)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--patch-size", type=int, default=12)
@@ -253,12 +400,29 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="data generation processes (default: --threads)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="folder keeping the generated uint8 splits between runs (they depend only on the "
+        "task, split, size and image size)",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        help="start from the weights of this embedded model (e.g. 'default') instead of the "
+        "mimetic / sine-cosine initialisation; the architecture flags must match it",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Train, report held-out accuracy and write the model files; see ``--help``."""
     args = _parse_args(argv)
+    stem = args.name or ("multilabel" if args.task == "multilabel" else "default")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
@@ -266,13 +430,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {message}", flush=True)
 
-    train_images, train_labels = generate_split(
-        "train", args.train_size, args.image_size, args.threads
-    )
-    val_images, val_labels = generate_split("val", args.val_size, args.image_size, args.threads)
+    workers = args.workers or args.threads
+    split = partial(cached_split, cache=args.cache, image_size=args.image_size, task=args.task)
+    train_images, train_labels = split("train", args.train_size, workers=workers)
+    val_images, val_labels = split("val", args.val_size, workers=workers)
     mean, std = channel_statistics(train_images)
     preprocess = Preprocess(args.image_size, mean, std)
-    log(f"generated {len(train_images)} train / {len(val_images)} val images; {preprocess}")
+    log(f"{len(train_images)} train / {len(val_images)} val images ready; {preprocess}")
 
     model = build_model(
         args.image_size,
@@ -281,9 +445,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.layers,
         args.heads,
         args.intermediate_size,
+        args.task,
     )
-    mimetic_attention_init_(model, torch.Generator().manual_seed(args.seed))
-    sincos_position_init_(model)
+    if args.init_from is None:
+        mimetic_attention_init_(model, torch.Generator().manual_seed(args.seed))
+        sincos_position_init_(model)
+    else:
+        _init_from(model, args.init_from)
+        log(f"initialised from the embedded {args.init_from!r} model")
     model.train()
     no_decay = ("bias", "layernorm", "cls_token", "position_embeddings")
     decay_params, other_params = [], []
@@ -302,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(train_images), generator=generator)
     cursor, running_loss, logged_steps = 0, 0.0, 0
+    train_start = time.perf_counter()
     for step in range(args.steps):
         if cursor + args.batch_size > len(order):
             order, cursor = torch.randperm(len(train_images), generator=generator), 0
@@ -309,7 +479,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         cursor += args.batch_size
         images = random_dihedral(train_images[index], generator).float() / 255.0
         logits = model(pixel_values=preprocess(images)).logits
-        loss = F.cross_entropy(logits, train_labels[index], label_smoothing=args.label_smoothing)
+        loss = _loss(logits, train_labels[index], args.task, args.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -318,22 +488,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         running_loss += loss.item()
         logged_steps += 1
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-            val_accuracy = accuracy(model, val_images, val_labels, preprocess)
+            summary = _evaluate(model, val_images, val_labels, preprocess, args.task)
             log(
                 f"step {step + 1}/{args.steps} loss {running_loss / logged_steps:.3f} "
-                f"val acc {val_accuracy:.3f}"
+                f"val {summary} ({(step + 1) / (time.perf_counter() - train_start):.2f} steps/s)"
             )
             running_loss, logged_steps = 0.0, 0
             # Written at every evaluation so an interrupted run still leaves a usable model.
-            _save(model, preprocess, args.out)
+            _save(model, preprocess, args.out, stem)
     train_seconds = time.perf_counter() - start
 
-    test_images, test_labels = generate_split("test", args.test_size, args.image_size, 1)
-    test_accuracy = accuracy(model, test_images, test_labels, preprocess)
-    log(f"training wall time {train_seconds / 60:.1f} min; test accuracy {test_accuracy:.4f}")
+    test_images, test_labels = split("test", args.test_size, workers=1)
+    summary = _evaluate(model, test_images, test_labels, preprocess, args.task)
+    log(f"training wall time {train_seconds / 60:.1f} min; test {summary}")
 
-    _save(model, preprocess, args.out)
-    log(f"wrote {WEIGHTS_FILE}, {CONFIG_FILE} and {PREPROCESSOR_FILE} to {args.out}")
+    _save(model, preprocess, args.out, stem)
+    log(f"wrote {', '.join(model_files(stem))} to {args.out}")
 
 
 if __name__ == "__main__":

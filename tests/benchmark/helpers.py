@@ -14,6 +14,10 @@ PATCH = 8
 CLASSES = 6  # the synthetic data's classes, so labels are valid targets
 
 
+class Killed(RuntimeError):
+    """Stands for a kill: raised from a run's after-batch hook."""
+
+
 def tiny_config(**overrides: object) -> ViTConfig:
     """A 2-layer, 4-head ViT on 32 px images with 8 px patches."""
     settings = dict(

@@ -13,6 +13,9 @@ import pytest
 from attnexplain.benchmark.report import (
     Example,
     baseline_check,
+    class_maps_figure,
+    class_specific_section,
+    class_specific_verdict,
     combine_rows,
     compare_runs,
     confidence_interval,
@@ -263,3 +266,102 @@ def test_write_report_adds_the_per_layer_figure(rows, tmp_path: Path) -> None:
     assert (tmp_path / "figures" / "layers_mass_jaccard.png").is_file()
     assert "Localisation by layer (mass_jaccard, mean, 95% CI)" in report
     assert "figures/layers_mass_jaccard.png" in report
+
+
+# --- class-specific section ------------------------------------------------------------------
+
+
+def class_row(index: int, method: str, sensitivity: float, leakage: float) -> dict:
+    return {
+        "index": index,
+        "image_id": f"img-{index}",
+        "method": method,
+        "classes": [0, 1],
+        "metrics": {"class_sensitivity": sensitivity, "leakage": leakage},
+        "seconds": {"maps": 0.1, "localisation": 0.1, "faithfulness": 0.0},
+    }
+
+
+@pytest.fixture
+def class_rows() -> list[dict]:
+    """gradcam separates classes, grad_rollout is not significant, raw is identical per class."""
+    made = []
+    for i in range(4):
+        made += [
+            class_row(i, "gradcam", [0.3, 0.4, 0.35, 0.45][i], 0.1),
+            class_row(i, "grad_rollout", [0.2, -0.3, 0.1, -0.1][i], 0.3),
+            class_row(i, "raw", 0.0, 0.4),
+            class_row(i, "rollout", [1e-8, -2e-8, 0.0, 3e-9][i], 0.35),  # float rounding
+            class_row(i, "all_objects", 0.0, 0.45),
+            class_row(i, "random", 0.0, 0.2),
+        ]
+    return made
+
+
+CLASS_META = {"methods": ["gradcam", "grad_rollout", "raw", "rollout", "random", "all_objects"]}
+
+
+def test_class_specific_verdict(class_rows) -> None:
+    cells = summarise(class_rows, CLASS_META)
+    assert class_specific_verdict(class_rows, cells) == {
+        "gradcam": "class-specific",
+        "grad_rollout": "not shown",
+        "raw": "class-agnostic",
+        "rollout": "class-agnostic",
+        "random": "class-agnostic",
+        "all_objects": "class-agnostic",
+    }
+
+
+def test_class_specific_section(class_rows) -> None:
+    text = class_specific_section(class_rows, CLASS_META, figure="figures/class_maps.png")
+    lines = text.splitlines()
+    assert lines[0] == "## Class-specific (images with two or more objects)"
+    assert "4 images with two or more labelled objects" in text
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0] == "| method | leakage ↓ | class_sensitivity ↑ |"
+    # References last, the oracle marked as such; the lowest leakage of all is bold.
+    assert [line.split(" |")[0] for line in table[1:]] == [
+        "| gradcam", "| grad_rollout", "| raw", "| rollout", "| random *(baseline)*",
+        "| all_objects *(oracle)*",
+    ]  # fmt: skip
+    assert table[1].startswith("| gradcam | **0.100**")
+    assert "- class-specific (confidence interval above 0): `gradcam`." in text
+    assert "interval contains 0 or below): `grad_rollout`." in text
+    assert "the same map for every class on every image: `raw`, `rollout`." in text
+    assert "![Each method's map" in text and "(figures/class_maps.png)" in text
+    assert class_specific_section([row(0, "raw", 0.5)], META) == ""
+
+
+def _class_example(image_id: str, classes: list[int]) -> Example:
+    rng = np.random.default_rng(len(classes))
+    masks = np.zeros((len(classes), 16, 16), bool)
+    for k in range(len(classes)):
+        masks[k, 4 * k : 4 * k + 4, 2:10] = True
+    return Example(
+        image_id, rng.random((3, 16, 16)), masks[0], {"gradcam": rng.random((1, 16, 16))},
+        classes=np.array(classes), class_masks=masks,
+        class_maps={"gradcam": rng.random((len(classes), 16, 16)),
+                    "raw": np.repeat(rng.random((1, 16, 16)), len(classes), axis=0)},
+    )  # fmt: skip
+
+
+def test_class_maps_figure_draws_two_rows_per_two_class_image() -> None:
+    examples = [_class_example("a", [0, 1, 2]), _class_example("b", [3, 5]), _class_example(
+        "c", [1, 4])]  # fmt: skip
+    fig = class_maps_figure(examples, ["gradcam", "raw"], class_names="abcdef", images=2)
+    assert len(fig.axes) == 4 * 3  # images b and c, two classes each, image + 2 methods
+    titles = [ax.get_title() for ax in fig.axes[::3]]
+    assert titles == ["b\nmap for: d", "b\nmap for: f", "c\nmap for: b", "c\nmap for: e"]
+    with pytest.raises(ValueError, match="no example has two classes"):
+        class_maps_figure([_class_example("a", [0, 1, 2])])
+
+
+def test_write_report_with_class_specific_rows(class_rows, tmp_path: Path) -> None:
+    examples = [_class_example("img-0", [0, 1])]
+    report = write_report(tmp_path, class_rows, CLASS_META, examples=examples)
+    text = report.read_text()
+    assert (tmp_path / "figures" / "class_maps.png").is_file()
+    section = text.index("## Class-specific")
+    assert text.index("(figures/class_maps.png)") > section
+    assert "**class maps**" not in text  # embedded in its section, not listed under Figures

@@ -16,7 +16,7 @@ from attnexplain.benchmark.registry import (
     parse_metrics,
 )
 from attnexplain.benchmark.store import read_rows
-from tests.benchmark.helpers import IMAGE, comparable, tiny_model, tiny_preprocess
+from tests.benchmark.helpers import IMAGE, Killed, comparable, tiny_model, tiny_preprocess
 
 IMAGES = 6
 METRICS = ("mass_jaccard", "best_head_jaccard", "pointing_game", "deletion_black")
@@ -29,15 +29,6 @@ CONFIG = BenchmarkConfig(
     progress=False,
 )
 ALL_METHODS = ["raw", "raw_heads", "rollout", *BASELINES]
-
-
-class Killed(RuntimeError):
-    """Stands for a kill: raised from the after-batch hook."""
-
-
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    return tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,13 @@
 """Smoke test of the quality suite on a few images: one process and two under torchrun agree.
 
-No quality is asserted; six images say nothing about the model. What is checked: both passes
-run, the report and its timing are written, and a sharded run writes the same summary.
+No quality is asserted; six images say nothing about the model. What is checked: the three
+passes run (localisation, faithfulness, class-specific on the multi-label model), the report and
+its timing are written, and a sharded run writes the same summaries.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -18,7 +20,10 @@ from benchmarks import quality
 from tests.benchmark.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--images", "6", "--batch-size", "3", "--steps", "2", "--methods", "raw,rollout,gradcam"]
+ARGS = [
+    "--images", "6", "--batch-size", "3", "--steps", "2", "--methods", "raw,rollout,gradcam",
+    "--multi-images", "6",
+]  # fmt: skip
 
 
 def test_single_process_writes_the_report(tmp_path: Path) -> None:
@@ -30,9 +35,19 @@ def test_single_process_writes_the_report(tmp_path: Path) -> None:
     timing = json.loads((out / "timing.json").read_text())
     assert timing["processes"] == 1
     assert timing["localisation"] > 0 and timing["faithfulness"] > 0
+    assert timing["class_specific"] > 0
     cells = json.loads((out / "summary.json").read_text())["cells"]
     methods = {cell["method"] for cell in cells}
     assert methods == {"raw", "rollout", "gradcam", "random", "centre"}
+    # The class-specific section: its table, the verdict and the figure of the two-class maps.
+    assert "## Class-specific" in report and "(figures/class_maps.png)" in report
+    assert "the same map for every class on every image: `raw`, `rollout`" in report
+    assert (out / "figures" / "class_maps.png").is_file()
+    with (out / "summary_class_specific.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert {r["method"] for r in rows} == {
+        "raw", "rollout", "gradcam", "random", "centre", "all_objects"
+    }  # fmt: skip
 
 
 @pytest.mark.torchrun
@@ -50,5 +65,7 @@ def test_torchrun_report_equals_the_single_process_one(tmp_path: Path) -> None:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode in (0, 1), done.stderr[-3000:]
     assert (sharded / "summary.csv").read_text() == (single / "summary.csv").read_text()
+    csv_name = "summary_class_specific.csv"
+    assert (sharded / csv_name).read_text() == (single / csv_name).read_text()
     assert json.loads((sharded / "timing.json").read_text())["processes"] == 2
     assert "torchrun --standalone --nproc_per_node=2" in (sharded / "report.md").read_text()

@@ -12,13 +12,15 @@ from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification
 
 from attnexplain.data.synthetic import CLASS_NAMES, generate_sample
-from attnexplain.zoo import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE, Preprocess
+from attnexplain.zoo import CONFIG_FILE, PREPROCESSOR_FILE, WEIGHTS_FILE, Preprocess, model_files
 from attnexplain.zoo.train import (
     build_model,
+    cached_split,
     channel_statistics,
     generate_split,
     main,
     mimetic_attention_init_,
+    multilabel_scores,
     random_dihedral,
     sincos_position_init_,
     warmup_cosine,
@@ -123,7 +125,7 @@ def test_a_tiny_run_writes_loadable_model_files(tmp_path, capsys) -> None:
         "--eval-every", "2", "--threads", "1",
     ])  # fmt: skip
     log = capsys.readouterr().out
-    assert "step 2/3" in log and "step 3/3" in log and "test accuracy" in log
+    assert "step 2/3" in log and "step 3/3" in log and "test acc" in log
 
     config = ViTConfig.from_json_file(tmp_path / CONFIG_FILE)
     assert config.id2label == dict(enumerate(CLASS_NAMES)) and config.patch_size == 8
@@ -136,3 +138,76 @@ def test_a_tiny_run_writes_loadable_model_files(tmp_path, capsys) -> None:
     with torch.no_grad():
         logits = model(pixel_values=preprocess(torch.rand(2, 3, 32, 32))).logits
     assert logits.shape == (2, len(CLASS_NAMES)) and torch.isfinite(logits).all()
+
+
+def test_multilabel_scores_match_sklearn_by_hand() -> None:
+    # Two classes of CLASS_NAMES only matter here; the rest are all-negative and always right.
+    present = torch.zeros(4, len(CLASS_NAMES))
+    present[[0, 1], 0] = 1.0
+    present[[1, 2], 1] = 1.0
+    logits = torch.full((4, len(CLASS_NAMES)), -3.0)
+    logits[:, 0] = torch.tensor([2.0, 1.0, 0.5, -1.0])  # ranks both positives first: AP 1
+    logits[:, 1] = torch.tensor([1.0, 0.5, -0.5, 2.0])  # a negative ranked first
+    for k in range(2, len(CLASS_NAMES)):
+        present[3, k] = 1.0  # one positive per remaining class, ranked first: AP 1
+        logits[3, k] = 1.0
+    scores = multilabel_scores(logits, present)
+    # square ranks image 3 (negative), 0 (negative), 1 (positive), 2 (positive): precision at
+    # the positives 1/3 and 2/4, each half of the recall -> AP = (1/3 + 1/2) / 2.
+    assert scores["ap/disc"] == pytest.approx(1.0)
+    assert scores["ap/square"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert scores["mAP"] == pytest.approx((5 + (1 / 3 + 1 / 2) / 2) / 6)
+    # Predicted (logit > 0) disc: images 0, 1, 2 -> tp 2, fp 1, fn 0 -> F1 = 0.8.
+    assert scores["f1/disc"] == pytest.approx(0.8)
+    # square: predicted 0, 1, 3; true 1, 2 -> tp 1, fp 2, fn 1 -> F1 = 2 / (2 + 2 + 1) = 0.4.
+    assert scores["f1/square"] == pytest.approx(0.4)
+    # Exact match: only image 1 ({disc, square}) is predicted exactly.
+    assert scores["exact_match"] == pytest.approx(1 / 4)
+
+
+def test_multilabel_cache_is_the_scenes_class_sets() -> None:
+    from attnexplain.data.scenes import generate_scene
+
+    images, present = generate_split("val", 3, image_size=32, workers=1, task="multilabel")
+    assert present.dtype == torch.float32 and present.shape == (3, len(CLASS_NAMES))
+    for index in range(3):
+        scene = generate_scene(10**9 + index, 32)
+        assert present[index].nonzero().flatten().tolist() == sorted(o.label for o in scene.objects)
+        torch.testing.assert_close(images[index].float() / 255.0, scene.image, rtol=0, atol=1e-7)
+
+
+TINY = [
+    "--image-size", "32", "--patch-size", "8", "--hidden-size", "32", "--layers", "1",
+    "--heads", "2", "--intermediate-size", "48", "--train-size", "24", "--val-size", "12",
+    "--test-size", "12", "--steps", "3", "--batch-size", "8", "--warmup", "1",
+    "--eval-every", "2", "--threads", "1",
+]  # fmt: skip
+
+
+def test_a_tiny_multilabel_run_writes_a_sigmoid_model(tmp_path, capsys) -> None:
+    main(["--task", "multilabel", "--out", str(tmp_path), *TINY])
+    log = capsys.readouterr().out
+    assert "val mAP" in log and "test mAP" in log and "steps/s" in log
+    weights, config_file, preprocessor = model_files("multilabel")
+    assert weights == "multilabel.safetensors"
+    config = ViTConfig.from_json_file(tmp_path / config_file)
+    assert config.problem_type == "multi_label_classification"
+    model = ViTForImageClassification(config)
+    model.load_state_dict(load_file(tmp_path / weights))
+    assert Preprocess.from_json(tmp_path / preprocessor).image_size == 32
+
+
+def test_init_from_needs_the_embedded_architecture(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"--init-from default: parameter .* is \(.*\) here but"):
+        main(["--task", "multilabel", "--out", str(tmp_path), "--init-from", "default", *TINY])
+
+
+def test_cached_split_is_the_generated_split(tmp_path) -> None:
+    settings = {"image_size": 32, "workers": 1, "task": "multilabel", "cache": tmp_path}
+    first = cached_split("val", 4, **settings)
+    (path,) = tmp_path.iterdir()
+    assert path.name == "multilabel-val-4-32px.pt"
+    second = cached_split("val", 4, **settings)  # read back
+    fresh = generate_split("val", 4, 32, 1, "multilabel")
+    for a, b, c in zip(first, second, fresh):
+        assert torch.equal(a, b) and torch.equal(a, c)
