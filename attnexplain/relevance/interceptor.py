@@ -87,6 +87,8 @@ def op_name(func: Callable[..., Any]) -> str:
         return "torch.Tensor." + qualname.removeprefix("TensorBase.")
     if qualname.startswith("Tensor."):
         return "torch." + qualname
+    if qualname.startswith("_VariableFunctionsClass."):
+        return "torch." + qualname.removeprefix("_VariableFunctionsClass.")
     module = getattr(func, "__module__", None) or "torch"
     module = "torch.nn.functional" if module == "torch._C._nn" else module
     return f"{module}.{qualname}"
