@@ -8,25 +8,33 @@ from attnexplain.capture import (
     resolve_adapter,
 )
 from attnexplain.methods import (
+    LRP,
     AttentionRollout,
+    AttnLRP,
     GradCAM,
     GradientWeightedRollout,
     MeanAttentionDistance,
+    PartialLRP,
     RawCLSAttention,
+    TransformerAttribution,
     forward_function,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LRP",
     "AttentionRollout",
+    "AttnLRP",
     "CustomAdapter",
     "GradCAM",
     "GradientWeightedRollout",
     "MeanAttentionDistance",
     "ModelAdapter",
+    "PartialLRP",
     "RawCLSAttention",
     "TokenLayout",
+    "TransformerAttribution",
     "UnsupportedModelError",
     "forward_function",
     "resolve_adapter",
