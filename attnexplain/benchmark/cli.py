@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 DEFAULT_METHODS = ("raw", "raw_heads", "rollout", "gradcam", "grad_rollout")
+DEFAULT_METHODS += ("transformer_attribution", "lrp", "partial_lrp", "attnlrp")
 
 
 def _positive_int(text: str) -> int:
