@@ -8,6 +8,8 @@ Writes, with :mod:`attnexplain.viz` only:
 - ``dino_masks.png``: DINO's 60 %-mass masks of every head, and of the head mean;
 - ``rollout_vs_raw.png``: the ground-truth mask next to raw attention, rollout and (when the
   gradient methods are installed) Grad-CAM and gradient-weighted rollout, for three images;
+- ``relevance_methods.png``: the mask next to Transformer Attribution, partial LRP, LRP and
+  AttnLRP, for the same three images;
 - ``mean_attention_distance.png``: the mean attention distance of every layer and head.
 
 Every PNG is re-encoded with a 256-colour palette and checked against a size budget, so the
@@ -25,7 +27,15 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
+from attnexplain import (
+    LRP,
+    AttentionRollout,
+    AttnLRP,
+    MeanAttentionDistance,
+    PartialLRP,
+    RawCLSAttention,
+    TransformerAttribution,
+)
 from attnexplain.viz import (
     compare_overlays,
     head_grid,
@@ -96,6 +106,20 @@ def _comparison(model, samples, inputs) -> Figure:
         method = _optional_method(module, name)
         if method is not None:
             methods[label] = method(model)
+    return _side_by_side(methods, samples, inputs, "gradient methods explain the true class")
+
+
+def _relevance(model, samples, inputs) -> Figure:
+    methods = {
+        "Transformer Attribution": TransformerAttribution(model),
+        "partial LRP": PartialLRP(model),
+        "LRP (pixels)": LRP(model),
+        "AttnLRP (pixels)": AttnLRP(model),
+    }
+    return _side_by_side(methods, samples, inputs, "relevance of the true class")
+
+
+def _side_by_side(methods, samples, inputs, note: str) -> Figure:
     labels = torch.tensor([samples[i].label for i in SHOWN])
     shown = inputs[list(SHOWN)]
     maps = {label: method.attribute(shown, target=labels) for label, method in methods.items()}
@@ -105,7 +129,7 @@ def _comparison(model, samples, inputs) -> Figure:
         overlays = {"object mask": samples[index].mask.float()}
         overlays |= {label: value[row] for label, value in maps.items()}
         compare_overlays(samples[index].image, overlays, axes=subfigure.subplots(1, columns))
-    figure.suptitle("Methods side by side (gradient methods explain the true class)")
+    figure.suptitle(f"Methods side by side ({note})")
     return figure
 
 
@@ -133,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "head_grid.png": _head_grid(model, samples, inputs),
         "dino_masks.png": _dino_masks(model, samples, inputs),
         "rollout_vs_raw.png": _comparison(model, samples, inputs),
+        "relevance_methods.png": _relevance(model, samples, inputs),
         "mean_attention_distance.png": _mad(model, preprocess),
     }
     too_big = []
