@@ -1,4 +1,4 @@
-"""Pieces shared by the relevance methods: one traced forward, pixel maps, attention rollouts.
+"""Pieces shared by the relevance methods: one traced forward, and pixel maps.
 
 A relevance method runs the model once in evaluation mode under a rule set
 (:func:`~attnexplain.relevance.trace_relevance`), scores each sample's target from the model's
@@ -93,28 +93,6 @@ def pixel_map(relevance: torch.Tensor, layout: TokenLayout, upsample: bool) -> t
     return covered.reshape(maps.shape[0], 1, h, ph, w, pw).sum(dim=(3, 5))
 
 
-def cls_rollout(weights: list[torch.Tensor], cls_index: int) -> torch.Tensor:
-    """The CLS row of ``(I + W_L) ⋯ (I + W_s)``, the product left unnormalised.
-
-    ``compute_rollout_attention`` of Chefer et al.'s ``ViT_LRP.py`` adds the identity to each
-    layer's matrix without renormalising the rows; the row is multiplied through from the last
-    layer down, so only ``(B, 1, N)`` vectors are formed.
-
-    Args:
-        weights: ``(B, N, N)`` per layer, first to last.
-        cls_index: the CLS token's position.
-
-    Returns:
-        ``(B, 1, N)``.
-    """
-    batch, num_tokens, _ = weights[0].shape
-    row = weights[0].new_zeros(batch, 1, num_tokens)
-    row[..., cls_index] = 1.0
-    for weight in reversed(weights):
-        row = row + torch.bmm(row, weight)
-    return row
-
-
 class PixelRelevance(ViTAttribution):
     """A method whose map is the relevance of the input pixels, summed over the channels.
 
@@ -131,17 +109,11 @@ class PixelRelevance(ViTAttribution):
     def attribute(
         self, inputs: torch.Tensor, target: Target = None, *, upsample: bool = True
     ) -> torch.Tensor:
-        """Pixel relevance maps of a batch.
-
-        Args:
-            inputs: ``(B, C, H, W)`` float batch, preprocessed as the model expects (or a 1-tuple
-                of it, Captum's convention: the result is then a 1-tuple too).
-            target: class index per sample (int, sequence or tensor) or ``None`` for the
-                predicted class.
-            upsample: pixel maps ``(B, 1, H, W)`` (default) or patch sums ``(B, 1, h, w)``.
+        """Pixel relevance maps of a batch (arguments as :meth:`MapAttribution.attribute`).
 
         Returns:
-            Signed float32 relevance, unscaled.
+            ``(B, 1, H, W)`` signed float32 relevance per pixel, unscaled, or each patch's sum
+            ``(B, 1, h, w)`` with ``upsample=False``.
 
         Raises:
             TypeError, ValueError: for invalid inputs or targets, half precision on the CPU.

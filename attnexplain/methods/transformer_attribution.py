@@ -6,13 +6,13 @@ import torch
 from torch import nn
 
 from attnexplain.capture import ModelAdapter, TokenLayout
-from attnexplain.methods._checks import check_layer, require_cls_token
-from attnexplain.methods._relevance import cls_rollout, traced_relevance
-from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
+from attnexplain.methods._relevance import traced_relevance
+from attnexplain.methods.base import Interpolation, Target, patch_tokens_to_grid
+from attnexplain.methods.gradient_rollout import GradientWeightedRollout, cls_rollout
 from attnexplain.relevance import CHEFER_RULES
 
 
-class TransformerAttribution(MapAttribution):
+class TransformerAttribution(GradientWeightedRollout):
     r"""LRP relevance of the attention, weighted by its gradient and rolled out over the layers.
 
     Chefer, Gur & Wolf 2021, *Transformer Interpretability Beyond Attention Visualization*
@@ -28,7 +28,8 @@ class TransformerAttribution(MapAttribution):
         C = (I + \bar A^{(L-1)}) \cdots (I + \bar A^{(s)}),
 
     and the map is the CLS row of :math:`C` over the patch tokens, unscaled (the identity is
-    added without renormalising the rows, as their ``compute_rollout_attention`` does). One
+    added without renormalising the rows, as their ``compute_rollout_attention`` does): the
+    gradient-weighted rollout with the relevance :math:`R^{(l)}` in place of :math:`A^{(l)}`. One
     forward serves both backward passes: the gradient and the relevance come from the same graph.
 
     The paper's tables run ``start_layer=1`` (``imagenet_seg_eval.py``,
@@ -61,9 +62,7 @@ class TransformerAttribution(MapAttribution):
         start_layer: int = 1,
         interpolation: Interpolation = "bilinear",
     ) -> None:
-        super().__init__(model, interpolation=interpolation)
-        self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
-        self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+        super().__init__(model, start_layer=start_layer, interpolation=interpolation)
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
         layers = list(range(self.start_layer, self.adapter.num_layers))

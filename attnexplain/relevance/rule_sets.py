@@ -17,7 +17,7 @@ relevance of its uses (Chefer et al.'s ``Clone``). Scaling by a constant (``x * 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from attnexplain.relevance.rules import (
     AlphaBeta,
@@ -95,19 +95,11 @@ CHEFER_RULES = RuleSet(
 #: The "LRP" / "partial LRP" baselines (``layers_lrp.py``): as :data:`CHEFER_RULES` but α1β0
 #: divides each half of a linear layer by itself and additions split proportionally without
 #: renormalisation (``RelPropSimple``).
-CHEFER_BASELINE_RULES = RuleSet(
+CHEFER_BASELINE_RULES = replace(
+    CHEFER_RULES,
     name="chefer-baseline",
     linear=AlphaBeta(1.0, 0.0, joint=False),
-    stem=ZBox(),
-    conv=AlphaBeta(1.0, 0.0, joint=False),
     add=ZRule(chefer_divide),
-    product=Uniform(),
-    bilinear=ZRule(chefer_divide, share=0.5),
-    constant_matmul=ZRule(chefer_divide),
-    softmax=Identity(),
-    norm=Identity(),
-    activation=Identity(),
-    reduction=ZRule(chefer_divide),
 )
 
 

@@ -41,6 +41,13 @@ def _blocks(state: dict[str, torch.Tensor]):
                   if k.startswith(f"blocks.{i}.")}  # fmt: skip
 
 
+def _copy(state: dict, prefix: str, block: dict, pairs: dict[str, str]) -> None:
+    """``state[prefix + ours.weight / .bias] = block[theirs.weight / .bias]`` for each pair."""
+    for ours, theirs in pairs.items():
+        for kind in ("weight", "bias"):
+            state[prefix + f"{ours}.{kind}"] = block[f"{theirs}.{kind}"]
+
+
 def to_hf_vit(source: nn.Module) -> nn.Module:
     import transformers as tf
 
@@ -69,9 +76,7 @@ def to_hf_vit(source: nn.Module) -> nn.Module:
             "attention.o_proj": "attn.proj", "layernorm_before": "norm1",
             "layernorm_after": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
         }  # fmt: skip
-        for ours, theirs in pairs.items():
-            for kind in ("weight", "bias"):
-                state[p + f"{ours}.{kind}"] = b[f"{theirs}.{kind}"]
+        _copy(state, p, b, pairs)
     model.load_state_dict(state)
     return model
 
@@ -97,9 +102,7 @@ def to_torchvision(source: nn.Module) -> nn.Module:
         state[p + "self_attention.in_proj_bias"] = b["attn.qkv.bias"]
         pairs = {"self_attention.out_proj": "attn.proj", "ln_1": "norm1", "ln_2": "norm2",
                  "mlp.0": "mlp.fc1", "mlp.3": "mlp.fc2"}  # fmt: skip
-        for ours, theirs in pairs.items():
-            for kind in ("weight", "bias"):
-                state[p + f"{ours}.{kind}"] = b[f"{theirs}.{kind}"]
+        _copy(state, p, b, pairs)
     model.load_state_dict(state)
     return model
 
