@@ -117,6 +117,7 @@ class Case:
     single_call_s: float
     allocated_peak: bool = True
     seed: int = 0
+    clock: str = "wall"
 
 
 @dataclass
@@ -405,14 +406,23 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: ``--clock``: wall time, or the process's CPU time (all its threads), which other processes on
+#: a shared machine do not inflate (with ``--threads 1`` it is the call's compute time).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def _timed(
-    call: Callable[[torch.Tensor], Any], inputs: torch.Tensor, device: torch.device
+    call: Callable[[torch.Tensor], Any],
+    inputs: torch.Tensor,
+    device: torch.device,
+    clock: str = "wall",
 ) -> float:
+    now = CLOCKS[clock]
     _synchronize(device)
-    start = time.perf_counter()
+    start = now()
     result = call(inputs)
     _synchronize(device)
-    elapsed = time.perf_counter() - start
+    elapsed = now() - start
     del result
     return elapsed
 
@@ -476,7 +486,7 @@ def measure(case: Case) -> Measurement:
     memory, background = PeakMemory(device), BackgroundCPU()
     memory.start()
     background.start()
-    first = _timed(call, inputs, device)
+    first = _timed(call, inputs, device, case.clock)
     if first > case.single_call_s:
         result.times_s = [first]
         result.reason = f"one call of {first:.1f} s > {case.single_call_s:g} s: no warm-up"
@@ -484,7 +494,7 @@ def measure(case: Case) -> Measurement:
         result.warmup_s = first
         memory.start()
         repeats = max(1, min(case.repeats, int(case.max_seconds / max(first, 1e-9))))
-        result.times_s = [_timed(call, inputs, device) for _ in range(repeats)]
+        result.times_s = [_timed(call, inputs, device, case.clock) for _ in range(repeats)]
     result.background_cpu = background.stop()
     result.peak_bytes = memory.read()
     result.resident_bytes = memory.resident
@@ -560,14 +570,14 @@ def time_interleaved(cases: Sequence[Case]) -> dict[str, list[float]]:
         )  # fmt: skip
     generator = torch.Generator().manual_seed(first.seed + 1)
     inputs = torch.randn(first.batch, 3, first.size, first.size, generator=generator).to(device)
-    warmup = sum(_timed(call, inputs, device) for call in calls.values())
+    warmup = sum(_timed(call, inputs, device, first.clock) for call in calls.values())
     rounds = max(1, min(first.repeats, int(first.max_seconds * len(calls) / max(warmup, 1e-9))))
     order = list(calls)
     times: dict[str, list[float]] = {approach: [] for approach in order}
     for index in range(rounds):
         shift = index % len(order)
         for approach in order[shift:] + order[:shift]:
-            times[approach].append(_timed(calls[approach], inputs, device))
+            times[approach].append(_timed(calls[approach], inputs, device, first.clock))
     return times
 
 
@@ -662,6 +672,7 @@ def plan(args: argparse.Namespace) -> list[Case]:
             args.max_seconds,
             args.single_call_s,
             not args.no_allocated_peak,
+            clock=args.clock,
         )
         for model in args.models
         for size in args.sizes
@@ -1095,6 +1106,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also time each group's approaches round-robin in one process and take the\n"
         "ratios from there (default: on with --quick)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or the process's CPU time (robust to other processes on a shared\n"
+        "CPU; use with --threads 1)",
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")

@@ -149,6 +149,10 @@ class AffineCall(OpCall):
     def input_vjp(self, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         return (self.affine_vjp(grad, self.weight),)
 
+    def output_without_bias(self) -> torch.Tensor:
+        """The recorded output minus the bias: ``affine(x, W)``."""
+        raise NotImplementedError
+
 
 class LinearCall(AffineCall):
     """``F.linear(x, W, b)``."""
@@ -157,7 +161,10 @@ class LinearCall(AffineCall):
         return F.linear(x, weight, bias)
 
     def affine_vjp(self, grad, weight):
-        return grad.matmul(weight.to(grad.dtype))
+        return grad.matmul(weight)
+
+    def output_without_bias(self):
+        return self.output if self.bias is None else self.output - self.bias
 
 
 class ConvCall(AffineCall):
@@ -173,6 +180,9 @@ class ConvCall(AffineCall):
 
     def affine_vjp(self, grad, weight):
         return torch.nn.grad.conv2d_input(self.inputs[0].shape, weight, grad, **self.settings)
+
+    def output_without_bias(self):
+        return self.output if self.bias is None else self.output - self.bias[:, None, None]
 
 
 class AddCall(OpCall):

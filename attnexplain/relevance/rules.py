@@ -28,6 +28,9 @@ Relevances = tuple[torch.Tensor | None, ...]
 
 #: The stabiliser of Chefer et al.'s ``safe_divide`` and of their z^B rule.
 CHEFER_STABILISER = 1e-9
+#: Below this fraction of ``|x||W|``, a part of α1β0 computed as ``(xW ± |x||W|) / 2`` would have
+#: lost more than 1 % of its float32 digits to cancellation, so it is computed directly.
+_CANCELLATION = 1e-2
 
 
 def chefer_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -228,28 +231,48 @@ class AlphaBeta(Rule):
     ) -> None:  # fmt: skip
         self.alpha, self.beta, self.joint, self.divide = alpha, beta, joint, divide
 
-    def _part(self, call: OpCall, relevance, positive_x, negative_x, weight_a, weight_b):
-        z_a = call.affine(positive_x, weight_a)
-        z_b = call.affine(negative_x, weight_b)
-        if self.joint:
-            ratio_a = ratio_b = self.divide(relevance, z_a + z_b)
-        else:
-            ratio_a, ratio_b = self.divide(relevance, z_a), self.divide(relevance, z_b)
-        return positive_x * call.affine_vjp(ratio_a, weight_a) + negative_x * call.affine_vjp(
-            ratio_b, weight_b
-        )
-
     def relevance(self, call: OpCall, relevance: torch.Tensor) -> Relevances:
         (x,) = call.inputs
+        weight = call.weight
+        if self.joint:
+            # z⁺ = x⁺W⁺ + x⁻W⁻ = (xW + |x||W|) / 2 and z⁻ = (xW − |x||W|) / 2: one product more
+            # than the forward instead of two (recomputed exactly where a part is so small that
+            # the sum would lose its digits); x⁺W⁺ᵀs + x⁻W⁻ᵀs = (x·Wᵀs ± |x|·|W|ᵀs) / 2.
+            plain, absolute = call.output_without_bias(), call.affine(x.abs(), weight.abs())
+
+            def part(activating: bool) -> torch.Tensor:
+                sign = 1.0 if activating else -1.0
+                z = (plain + sign * absolute) / 2
+                lost = z.abs() < _CANCELLATION * absolute
+                if lost.any():
+                    w_a, w_b = weight.clamp(min=0), weight.clamp(max=0)
+                    if not activating:
+                        w_a, w_b = w_b, w_a
+                    exact = call.affine(x.clamp(min=0), w_a) + call.affine(x.clamp(max=0), w_b)
+                    z = torch.where(lost, exact, z)
+                ratio = self.divide(relevance, z)
+                return (
+                    x * call.affine_vjp(ratio, weight)
+                    + sign * x.abs() * call.affine_vjp(ratio, weight.abs())
+                ) / 2
+
+            result = self.alpha * part(activating=True)
+            if self.beta:
+                result = result - self.beta * part(activating=False)
+            return (result,)
         positive_x, negative_x = x.clamp(min=0), x.clamp(max=0)
-        positive_w, negative_w = call.weight.clamp(min=0), call.weight.clamp(max=0)
-        result = self.alpha * self._part(
-            call, relevance, positive_x, negative_x, positive_w, negative_w
-        )
-        if self.beta:
-            result = result - self.beta * self._part(
-                call, relevance, positive_x, negative_x, negative_w, positive_w
+        positive_w, negative_w = weight.clamp(min=0), weight.clamp(max=0)
+
+        def separate(weight_a: torch.Tensor, weight_b: torch.Tensor) -> torch.Tensor:
+            ratio_a = self.divide(relevance, call.affine(positive_x, weight_a))
+            ratio_b = self.divide(relevance, call.affine(negative_x, weight_b))
+            return positive_x * call.affine_vjp(ratio_a, weight_a) + negative_x * call.affine_vjp(
+                ratio_b, weight_b
             )
+
+        result = self.alpha * separate(positive_w, negative_w)
+        if self.beta:
+            result = result - self.beta * separate(negative_w, positive_w)
         return (result,)
 
     def __repr__(self) -> str:

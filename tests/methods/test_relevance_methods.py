@@ -379,3 +379,14 @@ def test_multimodal_models_are_still_refused_but_clip_classifiers_accepted():
     with pytest.raises(UnsupportedModelError, match="multi-modal model"):
         resolve_adapter(clip)
     assert isinstance(TransformerAttribution(model_of("hf_clip_head")), ViTAttribution)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_eager_and_sdpa_loaded_models_give_the_same_maps(method):
+    sdpa = model_of("hf_vit")
+    eager = copy.deepcopy(sdpa)
+    eager.set_attn_implementation("eager")  # softmax and matmuls written in the model itself
+    x = _inputs()
+    torch.testing.assert_close(
+        method(eager).attribute(x, target=[1, 3]), method(sdpa).attribute(x, target=[1, 3])
+    )

@@ -86,6 +86,29 @@ def test_alpha1_beta0_with_one_denominator_conserves_relevance():
     torch.testing.assert_close(one[0, 0], expected, rtol=1e-5, atol=1e-7)
 
 
+def test_alpha_beta_by_hand_with_beta_and_an_empty_part():
+    from dataclasses import replace
+
+    from attnexplain.relevance import AlphaBeta
+
+    x = _randn(2, 3, 6).abs()
+    x[1] = -x[1]
+    weight = _randn(4, 6, seed=1)
+    weight[0] = -weight[0].abs()  # output 0 of sample 0 has no activating contribution at all
+    relevance = _randn(2, 3, 4, seed=2)
+    rules = replace(CHEFER_RULES, linear=AlphaBeta(2.0, 1.0))
+    _, (got,) = propagate(rules, lambda t: F.linear(t, weight), x, relevance=relevance)
+    px, nx, pw, nw = x.clamp(min=0), x.clamp(max=0), weight.clamp(min=0), weight.clamp(max=0)
+
+    def share(w_a, w_b):
+        ratio = chefer_divide(relevance, px @ w_a.T + nx @ w_b.T)
+        return px * (ratio @ w_a) + nx * (ratio @ w_b)
+
+    expected = 2.0 * share(pw, nw) - 1.0 * share(nw, pw)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(got).all()
+
+
 def test_alpha1_beta0_with_separate_denominators_gives_each_half_all_of_it():
     weight = _randn(6, 8, seed=1)
     relevance = _randn(3, 5, 6, seed=3).abs()
