@@ -102,6 +102,39 @@ def _has_floating_tensor(value: Any) -> bool:
     return False
 
 
+#: The ops with rules, mapped to the interceptor's method that serves them (names, not bound
+#: methods: the mode keeps no reference to itself, so the graph it builds is freed at once).
+_HANDLERS: dict[Callable[..., Any], str] = {
+    F.linear: "_linear",
+    F.conv2d: "_conv2d",
+    _T.add: "_add",
+    torch.add: "_add",
+    _T.sub: "_sub",
+    torch.sub: "_sub",
+    torch.Tensor.__rsub__: "_rsub",
+    torch.rsub: "_rsub",
+    _T.mul: "_mul",
+    torch.mul: "_mul",
+    _T.div: "_div",
+    torch.div: "_div",
+    _T.neg: "_neg",
+    torch.neg: "_neg",
+    _T.matmul: "_matmul",
+    torch.matmul: "_matmul",
+    _T.bmm: "_matmul",
+    torch.bmm: "_matmul",
+    _T.softmax: "_softmax",
+    torch.softmax: "_softmax",
+    F.softmax: "_softmax",
+    F.layer_norm: "_layer_norm",
+    F.rms_norm: "_rms_norm",
+    F.dropout: "_dropout",
+    F.pad: "_pad",
+    F.scaled_dot_product_attention: "_attention",
+    F.multi_head_attention_forward: "_multi_head_attention",
+}
+
+
 class RelevanceInterceptor(TorchFunctionMode):
     """Routes each op of the forward that touches a carrier to its rule.
 
@@ -114,25 +147,6 @@ class RelevanceInterceptor(TorchFunctionMode):
         super().__init__()
         self.p = propagation
         self.describe_module = describe_module
-        self._handlers: dict[Callable[..., Any], Callable[..., Any]] = {
-            F.linear: self._linear,
-            F.conv2d: self._conv2d,
-            _T.add: self._add, torch.add: self._add,
-            _T.sub: self._sub, torch.sub: self._sub,
-            torch.Tensor.__rsub__: self._rsub, torch.rsub: self._rsub,
-            _T.mul: self._mul, torch.mul: self._mul,
-            _T.div: self._div, torch.div: self._div,
-            _T.neg: self._neg, torch.neg: self._neg,
-            _T.matmul: self._matmul, torch.matmul: self._matmul,
-            _T.bmm: self._matmul, torch.bmm: self._matmul,
-            _T.softmax: self._softmax, torch.softmax: self._softmax, F.softmax: self._softmax,
-            F.layer_norm: self._layer_norm,
-            F.rms_norm: self._rms_norm,
-            F.dropout: self._dropout,
-            F.pad: self._pad,
-            F.scaled_dot_product_attention: self._attention,
-            F.multi_head_attention_forward: self._multi_head_attention,
-        }  # fmt: skip
 
     # -- dispatch ------------------------------------------------------------------------------
 
@@ -140,9 +154,9 @@ class RelevanceInterceptor(TorchFunctionMode):
         kwargs = kwargs or {}
         if not self._touches_carrier(args) and not self._touches_carrier(kwargs.values()):
             return func(*args, **kwargs)
-        handler = self._handlers.get(func)
+        handler = _HANDLERS.get(func)
         if handler is not None:
-            return handler(func, *args, **kwargs)
+            return getattr(self, handler)(func, *args, **kwargs)
         if func in ACTIVATIONS:
             return self._elementwise(self.p.rules.activation, func, args, kwargs)
         if func in REDUCTIONS:
@@ -190,7 +204,7 @@ class RelevanceInterceptor(TorchFunctionMode):
     def _linear(self, func, input, weight, bias=None):
         self._constant_only("torch.nn.functional.linear with a relevance-carrying weight",
                             weight, bias)  # fmt: skip
-        return apply(LinearCall(self.p, self.p.rules.linear, weight, bias), [input])
+        return apply(self.p, LinearCall(self.p, self.p.rules.linear, weight, bias), [input])
 
     def _conv2d(self, func, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         self._constant_only("torch.nn.functional.conv2d with a relevance-carrying weight",
@@ -201,13 +215,13 @@ class RelevanceInterceptor(TorchFunctionMode):
             raise self._no_rule(f"torch.nn.functional.conv2d with padding={padding!r}")
         rule = self.p.rules.stem if self.p.in_stem else self.p.rules.conv
         call = ConvCall(self.p, rule, weight, bias, stride, padding, dilation, groups)
-        return apply(call, [input])
+        return apply(self.p, call, [input])
 
     def _sum_of(self, operands: list[Any], coefficients: list[float], kwargs: dict) -> Any:
         if kwargs.get("out") is not None:
             raise self._no_rule("an addition with out=")
         call = AddCall(self.p, self.p.rules.add, operands, coefficients)
-        return apply(call, [operands[k] for k in call.carrier_terms])
+        return apply(self.p, call, [operands[k] for k in call.carrier_terms])
 
     def _add(self, func, input, other, *, alpha=1, **kwargs):
         return self._sum_of([input, other], [1.0, alpha], kwargs)
@@ -223,7 +237,7 @@ class RelevanceInterceptor(TorchFunctionMode):
             raise self._no_rule("a multiplication with out=")
         if self.p.is_carrier(input) and self.p.is_carrier(other):
             call = OpCall(self.p, self.p.rules.product, torch.mul)
-            return apply(call, [input, other])
+            return apply(self.p, call, [input, other])
         carrier, factor = (input, other) if self.p.is_carrier(input) else (other, input)
         return identity_op(self.p, lambda x: torch.mul(x, factor), carrier)
 
@@ -241,7 +255,7 @@ class RelevanceInterceptor(TorchFunctionMode):
         both = self.p.is_carrier(input) and self.p.is_carrier(other)
         rule = self.p.rules.bilinear if both else self.p.rules.constant_matmul
         call = MatmulCall(self.p, rule, input, other)
-        return apply(call, [t for t in (input, other) if self.p.is_carrier(t)])
+        return apply(self.p, call, [t for t in (input, other) if self.p.is_carrier(t)])
 
     def _softmax(self, func, input, dim=None, *args, dtype=None, **kwargs):
         if dtype is None and args and isinstance(args[-1], torch.dtype):
@@ -249,7 +263,7 @@ class RelevanceInterceptor(TorchFunctionMode):
         if dim is None:
             raise self._no_rule("softmax without an explicit dim")
         call = SoftmaxCall(self.p, self.p.rules.softmax, dim, dtype)
-        probabilities = apply(call, [input])
+        probabilities = apply(self.p, call, [input])
         if self.p.layer is not None:
             self.p.attention[self.p.layer] = probabilities
         return probabilities
@@ -257,7 +271,7 @@ class RelevanceInterceptor(TorchFunctionMode):
     def _layer_norm(self, func, input, normalized_shape, weight=None, bias=None, eps=1e-5):
         self._constant_only("layer_norm with relevance-carrying weights", weight, bias)
         call = LayerNormCall(self.p, self.p.rules.norm, tuple(normalized_shape), weight, bias, eps)
-        return apply(call, [input])
+        return apply(self.p, call, [input])
 
     def _rms_norm(self, func, input, normalized_shape, weight=None, eps=None):
         # Identity in every rule set: lxt's rms_norm_identity, Chefer et al.'s pass-through norm.
@@ -268,7 +282,7 @@ class RelevanceInterceptor(TorchFunctionMode):
         input, *rest = args
         self._constant_only(f"{op_name(func)} with more than one relevance-carrying tensor", rest)
         call = OpCall(self.p, rule, lambda x: func(x, *rest, **kwargs))
-        return apply(call, [input])
+        return apply(self.p, call, [input])
 
     def _dropout(self, func, input, p=0.5, training=True, inplace=False):
         if training and p > 0:

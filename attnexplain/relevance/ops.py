@@ -28,6 +28,14 @@ from attnexplain.relevance.rules import Identity, Rule
 Fn = Callable[..., torch.Tensor]
 
 
+class PassState:
+    """Which backward pass runs: the ops' backwards read it (it holds no tensors, so the graph
+    and the :class:`Propagation` that records it never form a reference cycle)."""
+
+    def __init__(self) -> None:
+        self.gradient = False
+
+
 class Propagation:
     """The state of one relevance forward (and of the backward passes over its graph).
 
@@ -36,7 +44,7 @@ class Propagation:
         keep_gradients: keep each op's own autograd graph so a gradient pass can run too.
 
     Attributes:
-        gradient_pass: while ``True``, every op's backward is its ordinary gradient.
+        passes: which backward pass runs (``passes.gradient``: every op's ordinary gradient).
         attention: per attention layer, the last softmax output computed inside it.
         module_names: the names of the modules being run, innermost last.
         layer: index of the attention layer being run, ``None`` outside.
@@ -46,7 +54,7 @@ class Propagation:
     def __init__(self, rules: RuleSet, *, keep_gradients: bool = False) -> None:
         self.rules = rules
         self.keep_gradients = keep_gradients
-        self.gradient_pass = False
+        self.passes = PassState()
         self.attention: dict[int, torch.Tensor] = {}
         self.module_names: list[str] = []
         self.layer: int | None = None
@@ -72,33 +80,39 @@ class OpCall:
     """One op of the forward, as the rules and the gradient pass see it.
 
     Args:
-        propagation: the forward it belongs to.
+        propagation: the forward it belongs to (read at construction only).
         rule: the rule of its relevance pass.
-        fn: the op as a function of its carriers, constants bound.
+        fn: the op as a function of its carriers, constants bound (subclasses override
+            :meth:`compute` instead).
 
     Attributes:
         inputs: the carriers' values (detached), in ``fn``'s argument order.
         output: the op's output value (detached).
     """
 
-    def __init__(self, propagation: Propagation, rule: Rule, fn: Fn) -> None:
-        self.propagation = propagation
+    def __init__(self, propagation: Propagation, rule: Rule, fn: Fn | None = None) -> None:
+        self.passes = propagation.passes
+        self.keep_graph = propagation.keep_gradients
         self.rule = rule
         self.fn = fn
         self.inputs: tuple[torch.Tensor, ...] = ()
         self.output: torch.Tensor
         self._graph: tuple[tuple[torch.Tensor, ...], torch.Tensor] | None = None
 
+    def compute(self, *carriers: torch.Tensor) -> torch.Tensor:
+        """The op's output for these carriers."""
+        return self.fn(*carriers)  # type: ignore[misc]
+
     def forward(self, carriers: Sequence[torch.Tensor]) -> torch.Tensor:
         """Run the op (keeping its own graph when gradients are wanted); record its values."""
-        if self.propagation.keep_gradients:
+        if self.keep_graph:
             with torch.enable_grad():
                 leaves = tuple(c.detach().requires_grad_(True) for c in carriers)
-                output = self.fn(*leaves)
+                output = self.compute(*leaves)
             self._graph = (leaves, output)
             output = output.detach()
         else:
-            output = self.fn(*carriers)
+            output = self.compute(*carriers)
         self.inputs = tuple(c.detach() for c in carriers)
         self.output = output.detach()
         return output
@@ -121,7 +135,7 @@ class OpCall:
         """``∂<grad, op(x)>/∂x`` for each carrier, at the recorded inputs (recomputed)."""
         with torch.enable_grad():
             leaves = tuple(x.detach().requires_grad_(True) for x in self.inputs)
-            output = self.fn(*leaves)
+            output = self.compute(*leaves)
             return torch.autograd.grad(output, leaves, grad, allow_unused=True)
 
 
@@ -134,7 +148,10 @@ class AffineCall(OpCall):
     ) -> None:  # fmt: skip
         self.weight = weight
         self.bias = bias
-        super().__init__(propagation, rule, lambda x: self.affine(x, weight, bias))
+        super().__init__(propagation, rule)
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        return self.affine(x, self.weight, self.bias)
 
     def affine(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
@@ -201,10 +218,10 @@ class AddCall(OpCall):
         self.operands = list(operands)
         self.coefficients = list(coefficients)
         self.carrier_terms = [k for k, o in enumerate(operands) if propagation.is_carrier(o)]
-        super().__init__(propagation, rule, self._sum)
+        super().__init__(propagation, rule)
         self.terms: list[torch.Tensor] = []
 
-    def _sum(self, *carriers: torch.Tensor) -> torch.Tensor:
+    def compute(self, *carriers: torch.Tensor) -> torch.Tensor:
         values = list(self.operands)
         for k, carrier in zip(self.carrier_terms, carriers):
             values[k] = carrier
@@ -240,9 +257,9 @@ class MatmulCall(OpCall):
         self.left_carries = propagation.is_carrier(left)
         self.right_carries = propagation.is_carrier(right)
         self.left, self.right = left.detach(), right.detach()
-        super().__init__(propagation, rule, self._product)
+        super().__init__(propagation, rule)
 
-    def _product(self, *carriers: torch.Tensor) -> torch.Tensor:
+    def compute(self, *carriers: torch.Tensor) -> torch.Tensor:
         values = iter(carriers)
         left = next(values) if self.left_carries else self.left
         right = next(values) if self.right_carries else self.right
@@ -292,12 +309,12 @@ class _RuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         call: OpCall = ctx.call
-        if call.propagation.gradient_pass:
+        if call.passes.gradient:
             return (None, *call.gradient(grad))
         return (None, *call.rule.relevance(call, grad))
 
 
-def apply(call: OpCall, carriers: Sequence[torch.Tensor]) -> torch.Tensor:
+def apply(propagation: Propagation, call: OpCall, carriers: Sequence[torch.Tensor]) -> torch.Tensor:
     """Run ``call`` on its carriers inside the relevance graph; the output carries relevance.
 
     A rule that treats the output as a constant (:class:`~attnexplain.relevance.rules.Constant`)
@@ -305,10 +322,10 @@ def apply(call: OpCall, carriers: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     if call.rule.detaches:
         with torch.no_grad():
-            return call.fn(*carriers).detach()
-    return call.propagation.mark(_RuleFunction.apply(call, *carriers))
+            return call.compute(*carriers).detach()
+    return propagation.mark(_RuleFunction.apply(call, *carriers))
 
 
 def identity_op(propagation: Propagation, fn: Fn, carrier: torch.Tensor) -> torch.Tensor:
-    """``fn(carrier)`` with the identity rule (scaling by a constant, a mask shift, a cast)."""
-    return apply(OpCall(propagation, Identity(), fn), [carrier])
+    """``fn(carrier)`` with the identity rule (scaling by a constant, a cast)."""
+    return apply(propagation, OpCall(propagation, Identity(), fn), [carrier])

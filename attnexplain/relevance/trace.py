@@ -62,7 +62,7 @@ class RelevanceTrace:
         Returns:
             The relevance arriving at each tensor, its shape (zeros where none arrives).
         """
-        self.propagation.gradient_pass = False
+        self.propagation.passes.gradient = False
         return self._backward(scores, wrt, start, retain_graph)
 
     def gradient(
@@ -73,11 +73,11 @@ class RelevanceTrace:
         Raises:
             RuntimeError: when the trace was made with ``gradients=False``.
         """
-        self.propagation.gradient_pass = True
+        self.propagation.passes.gradient = True
         try:
             return self._backward(scores, wrt, None, retain_graph)
         finally:
-            self.propagation.gradient_pass = False
+            self.propagation.passes.gradient = False
 
     def _backward(self, scores, wrt, start, retain_graph) -> list[torch.Tensor]:
         start = torch.ones_like(scores) if start is None else start.to(scores)

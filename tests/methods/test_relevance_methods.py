@@ -390,3 +390,21 @@ def test_eager_and_sdpa_loaded_models_give_the_same_maps(method):
     torch.testing.assert_close(
         method(eager).attribute(x, target=[1, 3]), method(sdpa).attribute(x, target=[1, 3])
     )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_graph_is_freed_when_the_call_returns_without_the_garbage_collector(method):
+    import gc
+
+    from attnexplain.relevance.ops import OpCall
+
+    explainer = method(model_of("timm"))
+    explainer.attribute(_inputs(), target=[1, 3])
+    gc.collect()
+    gc.disable()  # no reference cycle may keep a forward's graph (and its activations) alive
+    try:
+        explainer.attribute(_inputs(), target=[1, 3])
+        alive = sum(isinstance(o, OpCall) for o in gc.get_objects())
+    finally:
+        gc.enable()
+    assert alive == 0
