@@ -13,7 +13,9 @@ $(BIN)/attnexplain: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e ".[timm,torchvision,openclip,gradcam,torchcam,quantus,coco,imagenet-seg,docs,browser,dev]"
+	$(BIN)/pip install --quiet -e ".[timm,torchvision,openclip,gradcam,torchcam,quantus,lrp-reference,coco,imagenet-seg,docs,browser,dev]"
+# lxt (AttnLRP's reference, tests/relevance/test_lxt.py) without its heavy declared deps.
+	$(BIN)/pip install --quiet --no-deps lxt==2.1
 	touch $@
 
 setup: $(BIN)/attnexplain

@@ -1,14 +1,13 @@
 """Quality suite: the embedded models on the synthetic test splits -> ``docs/benchmark/``.
 
 Scores the library's methods (raw CLS attention, its per-head maps, rollout, attention flow,
-Grad-CAM, gradient-weighted rollout, LeGrad; ``--methods`` adds e.g. Captum's ``saliency``) and the
-random and centre baselines on the first ``--images`` (500) test images, at the model's 96 px, in
-two timed passes:
+Grad-CAM, gradient-weighted rollout, LeGrad, Transformer Attribution, LRP, partial LRP, AttnLRP;
+``--methods`` adds e.g. Captum's ``saliency``) and the random and centre baselines on the first
+``--images`` (500) test images, at the model's 96 px, in three timed passes:
 
 1. **localisation**: every localisation metric on every method;
 2. **faithfulness**: deletion / insertion (black and blurred baselines, ``--steps`` steps of
-   64 / steps patches) and the positive / negative perturbation tests, on every fused map.
-
+   64 / steps patches) and the positive / negative perturbation tests, on every fused map;
 3. **class-specific**: the embedded multi-label model (``load_default("multilabel")``) on the
    first ``--multi-images`` (400) multi-object scenes (``synthetic-multi``), every fused method
    asked once per present class and once for an absent class, scored by the class-specific
@@ -72,6 +71,7 @@ from attnexplain.zoo import ZOO_DIR, load_default
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_METHODS = (
     "raw", "raw_heads", "rollout", "attention_flow", "gradcam", "grad_rollout", "legrad",
+    "transformer_attribution", "lrp", "partial_lrp", "attnlrp",
 )  # fmt: skip
 FLOW = "attention_flow"
 ATTENTION_METHODS = [name for name, spec in METHODS.items() if spec.kind == "attention"]

@@ -12,7 +12,12 @@ call) and its peak memory measured, each (model, size, batch, approach) in a fre
 - ``raw_cls``, ``rollout``, ``mad``: :class:`attnexplain.RawCLSAttention`,
   :class:`attnexplain.AttentionRollout`, :class:`attnexplain.MeanAttentionDistance` with their
   defaults, maps left on the patch grid (``upsample=False``);
-- ``gradcam``: ``attnexplain.methods.gradcam.GradCAM`` when that module is importable.
+- ``gradcam``: ``attnexplain.methods.gradcam.GradCAM`` when that module is importable;
+- ``floor_backward``: the floor of the gradient and relevance methods, one forward and one
+  backward to the input (``torch.autograd.grad`` of the target logit);
+- ``transformer_attribution``, ``lrp``, ``partial_lrp``, ``attnlrp``: the relevance methods
+  (:class:`attnexplain.TransformerAttribution` ...), maps on the patch grid; their time and peak
+  memory are also reported against ``floor_backward`` and ``gradcam`` (:func:`relevance_ratios`).
 
 Timing: ``time.perf_counter`` around each call (CUDA synchronised), median of the timed calls; a
 first call longer than ``--single-call-s`` is timed alone (no warm-up), to bound the run time.
@@ -93,7 +98,11 @@ MODELS: dict[str, dict[str, int]] = {
 }
 PATCH = 16
 NUM_CLASSES = 1000
-APPROACHES = ("floor", "eager_attentions", "eager_rollout", "raw_cls", "rollout", "mad", "gradcam")
+RELEVANCE = ("transformer_attribution", "lrp", "partial_lrp", "attnlrp")
+APPROACHES = (
+    "floor", "eager_attentions", "eager_rollout", "raw_cls", "rollout", "mad", "gradcam",
+    "floor_backward", *RELEVANCE,
+)  # fmt: skip
 DEFAULT_MODELS = ("vit-s16", "vit-b16")
 DEFAULT_SIZES = (224, 448, 896)
 DEFAULT_BATCHES = (1, 8)
@@ -119,6 +128,7 @@ class Case:
     single_call_s: float
     allocated_peak: bool = True
     seed: int = 0
+    clock: str = "wall"
 
 
 @dataclass
@@ -192,6 +202,8 @@ def estimated_bytes(approach: str, model: str, size: int, batch: int) -> int:
         return layers * square
     if approach == "gradcam":
         return 16 * layers * batch * tokens * shape["hidden_size"] * FP32
+    if approach in RELEVANCE:  # scores, probabilities and their saved copies, per layer
+        return 3 * layers * shape["num_attention_heads"] * square
     return 0
 
 
@@ -271,8 +283,26 @@ def make_approach(
 
         return call
 
+    if approach == "floor_backward":
+
+        def call(inputs: torch.Tensor) -> Any:
+            leaf = inputs.detach().requires_grad_(True)
+            logits = model(pixel_values=leaf, **kwargs).logits
+            return torch.autograd.grad(logits[:, 0].sum(), leaf)[0]
+
+        return call
+
     import attnexplain
 
+    if approach in RELEVANCE:
+        classes = {
+            "transformer_attribution": attnexplain.TransformerAttribution,
+            "lrp": attnexplain.LRP,
+            "partial_lrp": attnexplain.PartialLRP,
+            "attnlrp": attnexplain.AttnLRP,
+        }
+        method = classes[approach](model)
+        return lambda inputs: method.attribute(inputs, target=0, upsample=False)
     if approach == "raw_cls":
         method = attnexplain.RawCLSAttention(model)
         return lambda inputs: method.attribute(inputs, upsample=False)
@@ -387,14 +417,23 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: ``--clock``: wall time, or the process's CPU time (all its threads), which other processes on
+#: a shared machine do not inflate (with ``--threads 1`` it is the call's compute time).
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def _timed(
-    call: Callable[[torch.Tensor], Any], inputs: torch.Tensor, device: torch.device
+    call: Callable[[torch.Tensor], Any],
+    inputs: torch.Tensor,
+    device: torch.device,
+    clock: str = "wall",
 ) -> float:
+    now = CLOCKS[clock]
     _synchronize(device)
-    start = time.perf_counter()
+    start = now()
     result = call(inputs)
     _synchronize(device)
-    elapsed = time.perf_counter() - start
+    elapsed = now() - start
     del result
     return elapsed
 
@@ -458,7 +497,7 @@ def measure(case: Case) -> Measurement:
     memory, background = PeakMemory(device), BackgroundCPU()
     memory.start()
     background.start()
-    first = _timed(call, inputs, device)
+    first = _timed(call, inputs, device, case.clock)
     if first > case.single_call_s:
         result.times_s = [first]
         result.reason = f"one call of {first:.1f} s > {case.single_call_s:g} s: no warm-up"
@@ -466,7 +505,7 @@ def measure(case: Case) -> Measurement:
         result.warmup_s = first
         memory.start()
         repeats = max(1, min(case.repeats, int(case.max_seconds / max(first, 1e-9))))
-        result.times_s = [_timed(call, inputs, device) for _ in range(repeats)]
+        result.times_s = [_timed(call, inputs, device, case.clock) for _ in range(repeats)]
     result.background_cpu = background.stop()
     result.peak_bytes = memory.read()
     result.resident_bytes = memory.resident
@@ -542,14 +581,14 @@ def time_interleaved(cases: Sequence[Case]) -> dict[str, list[float]]:
         )  # fmt: skip
     generator = torch.Generator().manual_seed(first.seed + 1)
     inputs = torch.randn(first.batch, 3, first.size, first.size, generator=generator).to(device)
-    warmup = sum(_timed(call, inputs, device) for call in calls.values())
+    warmup = sum(_timed(call, inputs, device, first.clock) for call in calls.values())
     rounds = max(1, min(first.repeats, int(first.max_seconds * len(calls) / max(warmup, 1e-9))))
     order = list(calls)
     times: dict[str, list[float]] = {approach: [] for approach in order}
     for index in range(rounds):
         shift = index % len(order)
         for approach in order[shift:] + order[:shift]:
-            times[approach].append(_timed(calls[approach], inputs, device))
+            times[approach].append(_timed(calls[approach], inputs, device, first.clock))
     return times
 
 
@@ -781,6 +820,7 @@ def plan(args: argparse.Namespace) -> list[Case]:
             args.max_seconds,
             args.single_call_s,
             not args.no_allocated_peak,
+            clock=args.clock,
         )
         for model in args.models
         for size in args.sizes
@@ -942,6 +982,7 @@ def _document(
     }
     document["ratios"] = ratios(document["results"])
     document["targets"] = check_targets(document["ratios"])
+    document["relevance"] = relevance_ratios(document["ratios"])
     return document
 
 
@@ -995,6 +1036,46 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def relevance_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per relevance method: time and peak memory against ``floor_backward`` and ``gradcam``.
+
+    ``floor_backward`` (one forward and one backward) is the physical floor of a method that
+    propagates one backward pass; Grad-CAM is the cheapest gradient method.
+    """
+    by_key = {(r["model"], r["size"], r["batch"], r["approach"]): r for r in rows}
+    table = []
+    for (model, size, batch, approach), row in by_key.items():
+        if approach not in RELEVANCE or "time_ms" not in row:
+            continue
+        entry = {"model": model, "size": size, "batch": batch, "approach": approach,
+                 "time_ms": row["time_ms"], "peak_mib": row["peak_mib"]}  # fmt: skip
+        for reference in ("floor_backward", "gradcam"):
+            other = by_key.get((model, size, batch, reference))
+            if other is not None and "time_ms" in other:
+                entry[f"time_vs_{reference}"] = row["time_ms"] / other["time_ms"]
+                entry[f"peak_vs_{reference}"] = row["peak_mib"] / max(other["peak_mib"], 1e-9)
+        table.append(entry)
+    return table
+
+
+def format_relevance(table: list[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`relevance_ratios`."""
+    lines = [
+        "| model | px | B | approach | time (ms) | x floor_backward | x gradcam | RSS peak (MiB) "
+        "| x floor_backward | x gradcam |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for entry in table:
+        lines.append(
+            f"| {entry['model']} | {entry['size']} | {entry['batch']} | {entry['approach']} "
+            f"| {entry['time_ms']:.1f} | {_fmt(entry.get('time_vs_floor_backward'), 'x')} "
+            f"| {_fmt(entry.get('time_vs_gradcam'), 'x')} | {entry['peak_mib']:.0f} "
+            f"| {_fmt(entry.get('peak_vs_floor_backward'), 'x')} "
+            f"| {_fmt(entry.get('peak_vs_gradcam'), 'x')} |"
+        )
+    return "\n".join(lines)
+
+
 def _group(result: dict[str, Any]) -> tuple[str, int, int]:
     case = result["case"]
     return case["model"], case["size"], case["batch"]
@@ -1008,7 +1089,8 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     - ``mad`` stores no attention: its extra allocated peak is at most the kernel's transient
       working set, three score chunks (scores, probabilities, one temporary), whatever the depth;
     - ``rollout`` at >= 896 px: >= 3x faster than ``eager_rollout``, extra peak memory (over
-      the floor) no more than the ``L`` head-fused maps, ``L * B * N^2`` fp32 values.
+      the floor) no more than the ``L`` head-fused maps, ``L * B * N^2`` fp32 values;
+    - ``transformer_attribution`` at 224 px: time within 3x ``floor_backward``.
     """
     by_key = {(r["model"], r["size"], r["batch"], r["approach"]): r for r in rows}
     checks = []
@@ -1031,6 +1113,10 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (model, size, batch, approach), row in by_key.items():
         if "time_ratio" not in row:
             continue
+        floor_backward = by_key.get((model, size, batch, "floor_backward"), {})
+        if approach == "transformer_attribution" and size == 224 and "time_ms" in floor_backward:
+            ratio = row["time_ms"] / floor_backward["time_ms"]
+            add(row, "time <= 3x floor_backward", ratio, 3.0, higher=False)
         if approach == "raw_cls":
             add(row, "time <= 1.05x floor", row["time_ratio"], 1.05, higher=False)
             add(row, "RSS peak <= 1.05x floor", row["peak_ratio"], 1.05, higher=False)
@@ -1169,6 +1255,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also time each group's approaches round-robin in one process and take the\n"
         "ratios from there (default: on with --quick)",
     )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall time, or the process's CPU time (robust to other processes on a shared\n"
+        "CPU; use with --threads 1)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     parser.add_argument("--threads", type=int, default=None, help="default: the usable cores")
     parser.add_argument(
@@ -1256,9 +1349,12 @@ def report_files(paths: Sequence[str | Path]) -> dict[str, Any]:
         "ratios": ratios(results),
     }
     merged["targets"] = check_targets(merged["ratios"])
+    merged["relevance"] = relevance_ratios(merged["ratios"])
     print(format_table(merged["ratios"]))
     print()
     print(format_targets(merged["targets"]))
+    print()
+    print(format_relevance(merged["relevance"]))
     return merged
 
 
@@ -1279,6 +1375,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if document["targets"]:
         print()
         print(format_targets(document["targets"]))
+    if document["relevance"]:
+        print()
+        print(format_relevance(document["relevance"]))
     machine = document["machine"]
     print(
         f"\n{machine['threads']} threads on {machine['device']}, torch {machine['torch']}, "

@@ -11,11 +11,13 @@ Writes, with :mod:`attnexplain.viz` only:
 - ``mean_attention_distance.png``: the mean attention distance of every layer and head;
 - ``layer_maps.png``: every layer's own map (the founding per-block figure) and the rollout up
   to that layer, for two images;
-- ``legrad_flow.png``: the mask next to rollout, attention flow and LeGrad, for three images.
+- ``legrad_flow.png``: the mask next to rollout, attention flow and LeGrad, for three images;
 - ``scenes.png``: twelve multi-object test scenes with their captions and visible masks;
 - ``multilabel_class_maps.png``: on three two-object scenes, the multi-label model's maps *for
   each of the two classes*, by raw CLS attention, rollout, Grad-CAM and gradient-weighted
-  rollout (the attention maps are the same for both classes).
+  rollout (the attention maps are the same for both classes);
+- ``relevance_methods.png``: the mask next to Transformer Attribution, partial LRP, LRP and
+  AttnLRP, for the same three images.
 
 Every PNG is re-encoded with a 256-colour palette and checked against a size budget, so the
 repository stays small.
@@ -33,11 +35,15 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from attnexplain import (
+    LRP,
     AttentionFlow,
     AttentionRollout,
+    AttnLRP,
     LeGrad,
     MeanAttentionDistance,
+    PartialLRP,
     RawCLSAttention,
+    TransformerAttribution,
 )
 from attnexplain.data.objects import class_masks
 from attnexplain.data.scenes import CLASS_NAMES, SyntheticScenes
@@ -113,6 +119,20 @@ def _comparison(model, samples, inputs) -> Figure:
         method = _optional_method(module, name)
         if method is not None:
             methods[label] = method(model)
+    return _side_by_side(methods, samples, inputs, "gradient methods explain the true class")
+
+
+def _relevance(model, samples, inputs) -> Figure:
+    methods = {
+        "Transformer Attribution": TransformerAttribution(model),
+        "partial LRP": PartialLRP(model),
+        "LRP (pixels)": LRP(model),
+        "AttnLRP (pixels)": AttnLRP(model),
+    }
+    return _side_by_side(methods, samples, inputs, "relevance of the true class")
+
+
+def _side_by_side(methods, samples, inputs, note: str) -> Figure:
     labels = torch.tensor([samples[i].label for i in SHOWN])
     shown = inputs[list(SHOWN)]
     maps = {label: method.attribute(shown, target=labels) for label, method in methods.items()}
@@ -122,7 +142,7 @@ def _comparison(model, samples, inputs) -> Figure:
         overlays = {"object mask": samples[index].mask.float()}
         overlays |= {label: value[row] for label, value in maps.items()}
         compare_overlays(samples[index].image, overlays, axes=subfigure.subplots(1, columns))
-    figure.suptitle("Methods side by side (gradient methods explain the true class)")
+    figure.suptitle(f"Methods side by side ({note})")
     return figure
 
 
@@ -229,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "head_grid.png": _head_grid(model, samples, inputs),
         "dino_masks.png": _dino_masks(model, samples, inputs),
         "rollout_vs_raw.png": _comparison(model, samples, inputs),
+        "relevance_methods.png": _relevance(model, samples, inputs),
         "mean_attention_distance.png": _mad(model, preprocess),
         "layer_maps.png": _layer_maps(model, samples, inputs),
         "legrad_flow.png": _legrad_flow(model, samples, inputs),

@@ -18,7 +18,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-DEFAULT_METHODS = ("raw", "raw_heads", "rollout", "gradcam", "grad_rollout")
+DEFAULT_METHODS = (
+    "raw", "raw_heads", "rollout", "gradcam", "grad_rollout", "legrad",
+    "transformer_attribution", "lrp", "partial_lrp", "attnlrp",
+)  # fmt: skip
 
 
 def _positive_int(text: str) -> int:

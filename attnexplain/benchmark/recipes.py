@@ -84,22 +84,37 @@ DINO_VOC = Recipe(
     compare_method="raw_heads",
 )
 
+#: The six rows of Chefer et al.'s table, then the gradient-weighted rollout of their later paper.
+CHEFER_METHODS = ("raw", "rollout", "gradcam", "lrp", "partial_lrp", "transformer_attribution",
+                  "grad_rollout")  # fmt: skip
+CHEFER_METRICS = ("pixel_accuracy", "mean_iou", "average_precision", "perturbation_positive",
+                  "perturbation_negative")  # fmt: skip
+
 CHEFER_IMAGENET_SEG = Recipe(
     name="chefer-imagenet-seg",
-    title="Chefer et al.'s ImageNet-segmentation table (pixel accuracy, mIoU, mAP)",
+    title=(
+        "Chefer et al.'s ImageNet-segmentation table (pixel accuracy, mIoU, mAP) and its "
+        "positive / negative perturbation test, all six rows"
+    ),
     source=(
         "Chefer, Gur & Wolf 2021, Transformer Interpretability Beyond Attention Visualization "
-        "(CVPR), Sec. 4; hila-chefer/Transformer-Explainability imagenet_seg_eval.py (rollout "
-        "from layer 1, predicted class, images and masks at 224 x 224)"
+        "(CVPR), Sec. 4; hila-chefer/Transformer-Explainability imagenet_seg_eval.py and "
+        "generate_visualizations.py (rollout and Transformer Attribution from layer 1, LRP and "
+        "partial LRP with the ViT_orig_LRP rules, predicted class, images and masks at 224 x 224)"
     ),
     models=("google/vit-base-patch16-224",),
     dataset="imagenet-seg:MAT",
-    methods=("raw", "rollout", "grad_rollout", "gradcam"),
-    metrics=("pixel_accuracy", "mean_iou", "average_precision"),
+    methods=CHEFER_METHODS,
+    metrics=CHEFER_METRICS,
     target="predicted",
     mask_resolution="model",
-    compare_method="rollout",
-    method_options=MappingProxyType({"rollout": MappingProxyType({"start_layer": 1})}),
+    compare_method="transformer_attribution",
+    method_options=MappingProxyType(
+        {
+            "rollout": MappingProxyType({"start_layer": 1}),
+            "transformer_attribution": MappingProxyType({"start_layer": 1}),
+        }
+    ),
 )
 
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (DINO_VOC, CHEFER_IMAGENET_SEG)}

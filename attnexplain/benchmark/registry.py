@@ -28,12 +28,16 @@ from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from attnexplain.methods import (
+    LRP,
     AttentionFlow,
     AttentionRollout,
+    AttnLRP,
     GradCAM,
     GradientWeightedRollout,
     LeGrad,
+    PartialLRP,
     RawCLSAttention,
+    TransformerAttribution,
 )
 from attnexplain.metrics import (
     AUROC,
@@ -157,6 +161,22 @@ def _grad_rollout(context: MethodContext, **options: Any) -> ExplainFn:
     return _attribution(GradientWeightedRollout(context.model, **options))
 
 
+def _transformer_attribution(context: MethodContext, **options: Any) -> ExplainFn:
+    return _attribution(TransformerAttribution(context.model, **options))
+
+
+def _lrp(context: MethodContext, **options: Any) -> ExplainFn:
+    return _attribution(LRP(context.model, **options))
+
+
+def _partial_lrp(context: MethodContext, **options: Any) -> ExplainFn:
+    return _attribution(PartialLRP(context.model, **options))
+
+
+def _attnlrp(context: MethodContext, **options: Any) -> ExplainFn:
+    return _attribution(AttnLRP(context.model, **options))
+
+
 def _saliency(context: MethodContext, **options: Any) -> ExplainFn:
     saliency = Saliency(context.logits)
 
@@ -247,6 +267,17 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "legrad", "gradient", _legrad, "LeGrad: each layer's own score's attention gradient"
         ),
+        MethodSpec(
+            "transformer_attribution",
+            "gradient",
+            _transformer_attribution,
+            "Chefer et al.'s Transformer Attribution (LRP x gradient rollout, from layer 1)",
+        ),
+        MethodSpec("lrp", "gradient", _lrp, "LRP to the pixels, Chefer et al.'s baseline rules"),
+        MethodSpec(
+            "partial_lrp", "gradient", _partial_lrp, "LRP relevance of the last attention layer"
+        ),
+        MethodSpec("attnlrp", "gradient", _attnlrp, "AttnLRP to the pixels (Achtibat et al.)"),
         MethodSpec("saliency", "captum", _saliency, "Captum Saliency, max |grad| over channels"),
         MethodSpec(
             "integrated_gradients",

@@ -64,6 +64,17 @@ def explaining(model: nn.Module, inputs: torch.Tensor) -> Iterator[torch.Tensor]
         yield inputs.detach().requires_grad_(True)
 
 
+def target_scores(method: ViTAttribution, output: Any, target: Target) -> torch.Tensor:
+    """Each sample's target score, ``(B,)``, computed from the model's output.
+
+    Relevance methods start each sample's propagation from its own score (see
+    :func:`target_score` for the arguments and errors).
+    """
+    logits = method.adapter.logits(output)
+    classes = method.validate_target(target, logits.shape[0], logits.detach())
+    return logits.gather(1, classes[:, None]).squeeze(1)
+
+
 def target_score(method: ViTAttribution, output: Any, target: Target) -> torch.Tensor:
     """The sum over the batch of each sample's target score.
 
@@ -84,9 +95,7 @@ def target_score(method: ViTAttribution, output: Any, target: Target) -> torch.T
         TypeError, ValueError: for an invalid ``target``.
         UnsupportedModelError: when the output has no logits to score.
     """
-    logits = method.adapter.logits(output)
-    classes = method.validate_target(target, logits.shape[0], logits.detach())
-    return logits.gather(1, classes[:, None]).sum()
+    return target_scores(method, output, target).sum()
 
 
 def gradients(

@@ -75,10 +75,31 @@ class GradientWeightedRollout(MapAttribution):
             score = target_score(self, result.output, target)
             attentions = [probe.attentions.pop(layer) for layer in layers]
             grads = gradients(score, attentions, f"attention probabilities of layers {layers}")
-        batch, _, num_tokens, _ = attentions[0].shape
-        row = attentions[0].new_zeros(batch, 1, num_tokens)
-        row[..., self.cls_index] = 1.0
-        for attention, grad in zip(reversed(attentions), reversed(grads)):
-            weighted = (grad * attention.detach()).clamp_min(0).mean(dim=1)  # (B, N, N)
-            row = row + torch.bmm(row, weighted)
+        weights = [
+            (grad * attention.detach()).clamp_min(0).mean(dim=1)  # (B, N, N)
+            for attention, grad in zip(attentions, grads)
+        ]
+        row = cls_rollout(weights, self.cls_index)
         return patch_tokens_to_grid(row, result.layout), result.layout
+
+
+def cls_rollout(weights: list[torch.Tensor], cls_index: int) -> torch.Tensor:
+    """The CLS row of ``(I + W_L) ⋯ (I + W_s)``, the product left unnormalised.
+
+    The row is multiplied through from the last layer down, so only ``(B, 1, N)`` vectors are
+    formed (Chefer et al.'s ``compute_rollout_attention`` and ``generate_relevance`` add the
+    identity without renormalising the rows).
+
+    Args:
+        weights: ``(B, N, N)`` per layer, first to last.
+        cls_index: the CLS token's position.
+
+    Returns:
+        ``(B, 1, N)``.
+    """
+    batch, num_tokens, _ = weights[0].shape
+    row = weights[0].new_zeros(batch, 1, num_tokens)
+    row[..., cls_index] = 1.0
+    for weight in reversed(weights):
+        row = row + torch.bmm(row, weight)
+    return row

@@ -48,19 +48,29 @@ def test_chefer_imagenet_seg_recipe(imagenet_seg_fixture, tmp_path: Path) -> Non
     classifier = save_tiny_model(tmp_path / "vit")
     out = tmp_path / "chefer-run"
     meta = run_recipe("chefer-imagenet-seg", classifier, f"imagenet-seg:{mat_path}", out)
-    assert meta["methods"] == ["raw", "rollout", "grad_rollout", "gradcam", "random", "centre"]
-    assert list(meta["metrics"]) == ["average_precision", "mean_iou", "pixel_accuracy"]
-    assert meta["fingerprint"]["method_options"] == {"rollout": {"start_layer": 1}}
+    assert meta["methods"] == [
+        "raw", "rollout", "gradcam", "lrp", "partial_lrp", "transformer_attribution",
+        "grad_rollout", "random", "centre",
+    ]  # fmt: skip
+    assert list(meta["metrics"]) == [
+        "average_precision", "mean_iou", "perturbation_negative", "perturbation_positive",
+        "pixel_accuracy",
+    ]  # fmt: skip
+    assert meta["fingerprint"]["method_options"] == {
+        "rollout": {"start_layer": 1}, "transformer_attribution": {"start_layer": 1},
+    }  # fmt: skip
     assert meta["fingerprint"]["mask_resolution"] == "model"
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(rows) == len(masks) * 6
+    assert len(rows) == len(masks) * 9
     assert all(r["target"] == r["predicted"] for r in rows)  # the .mat has no class labels
 
 
 def test_recipe_configs() -> None:
     chefer = get_recipe("chefer-imagenet-seg").config(batch_size=4, limit=10)
     assert chefer.batch_size == 4 and chefer.limit == 10
-    assert chefer.method_options == {"rollout": {"start_layer": 1}}
+    assert chefer.method_options == {
+        "rollout": {"start_layer": 1}, "transformer_attribution": {"start_layer": 1},
+    }  # fmt: skip
     with pytest.raises(ValueError, match="unknown recipe 'dino'"):
         get_recipe("dino")
 

@@ -36,6 +36,10 @@ def test_suite_runs_in_child_processes_and_writes_json(tmp_path):
     floor = next(row for row in written["ratios"] if row["approach"] == "floor")
     assert floor["time_ratio"] == 1.0 and floor["timing"] == "interleaved"
     assert {check["approach"] for check in written["targets"]} >= {"raw_cls", "rollout", "mad"}
+    relevance = {row["approach"]: row for row in written["relevance"]}
+    assert set(relevance) == set(speed.RELEVANCE)
+    assert all(row["time_vs_floor_backward"] > 0 for row in relevance.values())
+    assert "x floor_backward" in speed.format_relevance(written["relevance"])
 
 
 def test_over_budget_cases_are_skipped_with_the_reason(tmp_path):

@@ -49,7 +49,10 @@ class HFAdapter(ModelAdapter):
 
     def __init__(self, model: nn.Module) -> None:
         config = getattr(model, "config", None)
-        if getattr(config, "vision_config", None) is not None:
+        # A config with a vision_config belongs to a multi-modal model, unless the model holds
+        # only the vision tower (CLIPForImageClassification: vision_model + classifier).
+        has_text_tower = any("text" in name for name, _ in model.named_children())
+        if getattr(config, "vision_config", None) is not None and has_text_tower:
             raise UnsupportedModelError(
                 f"{type(model).__name__} is a multi-modal model; pass its vision tower instead "
                 "(e.g. model.vision_model or CLIPVisionModel.from_pretrained(...))"
