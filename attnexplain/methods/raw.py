@@ -7,7 +7,12 @@ from torch import nn
 
 from attnexplain.capture import CLSRowProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.probes import HeadFusion, fuse_heads
-from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
+from attnexplain.methods._checks import (
+    check_head_fusion,
+    check_layer,
+    pooling_rows,
+    readout_cls_index,
+)
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
 
@@ -21,6 +26,13 @@ class RawCLSAttention(MapAttribution):
     grid. Only that row is computed for the chosen layer; every other layer keeps the model's
     fused attention kernel.
 
+    **Pooling heads** (SigLIP, timm ``global_pool="map"``, OpenCLIP's attentional pooler): the
+    output is read by the learned query of an attention-pooling head, not by a CLS token, so at
+    the last layer (the one the head reads) the map is that query's attention
+    :math:`P_{h,\,p}` over the last layer's patch tokens (averaged over the queries forming the
+    pooled output, :class:`~attnexplain.capture.PoolingHead`). Earlier layers show the CLS row
+    where the model has a CLS token; SigLIP has none, so only the last layer has a row.
+
     Args:
         model: any supported vision transformer (or its adapter).
         layer: attention layer, negative counts from the end (default: the last).
@@ -32,8 +44,9 @@ class RawCLSAttention(MapAttribution):
         ``head_fusion=None``, else ``(B, 1, H, W)``; ``(…, h, w)`` with ``upsample=False``.
 
     Raises:
-        ValueError: for a bad ``layer`` or ``head_fusion``.
-        UnsupportedModelError: for a model without a CLS token.
+        ValueError: for a bad ``layer`` or ``head_fusion``; for a layer other than the last of a
+            model whose only row is its pooling head's.
+        UnsupportedModelError: for a model without a CLS token or pooling head.
 
     Examples:
         >>> maps = RawCLSAttention(model, head_fusion=None).attribute(x)  # doctest: +SKIP
@@ -51,13 +64,23 @@ class RawCLSAttention(MapAttribution):
         check_head_fusion(head_fusion, allow_none=True)
         self.layer = check_layer(layer, self.adapter)
         self.head_fusion = head_fusion
-        require_cls_token(self.adapter, type(self).__name__)
+        head = self.adapter.pooling_head
+        self.pooled = head is not None and self.layer == self.adapter.num_layers - 1
+        if not self.pooled and self.adapter.cls_index() is None:
+            if head is not None:
+                raise ValueError(
+                    f"layer={layer} has no query row: {type(self.model).__name__} has no CLS "
+                    "token, and its pooling head reads the last layer; leave layer at -1"
+                )
+            readout_cls_index(self.adapter, type(self).__name__)  # raises: no row to read
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
-        probe = CLSRowProbe(self.layer)
+        probe = CLSRowProbe(self.layer)  # reads nothing more when the pooling head gives the row
         with torch.no_grad():
-            layout = capture_attention(self.adapter, probe, inputs).layout
-        maps = patch_tokens_to_grid(probe.row, layout)  # (B, heads, h, w)
+            result = capture_attention(self.adapter, probe, inputs, pooling=self.pooled)
+        layout = result.layout
+        rows = pooling_rows(result.pooling, self.adapter.pooling_head) if self.pooled else probe.row
+        maps = patch_tokens_to_grid(rows, layout)  # (B, heads, h, w)
         if self.head_fusion is not None:
             maps = fuse_heads(maps, self.head_fusion).unsqueeze(1)
         return maps, layout

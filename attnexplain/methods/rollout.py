@@ -8,7 +8,12 @@ from torch import nn
 from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, capture_attention
 from attnexplain.capture.kernel import full_precision
 from attnexplain.capture.probes import HeadFusion
-from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
+from attnexplain.methods._checks import (
+    check_head_fusion,
+    check_layer,
+    pooling_readout_row,
+    readout_cls_index,
+)
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
 
@@ -67,6 +72,16 @@ class AttentionRollout(MapAttribution):
     just its CLS row, computed alone while the layer keeps its fused attention kernel.
     :meth:`joint_attention` forms the full product.
 
+    **Pooling heads** (SigLIP, timm ``global_pool="map"``, OpenCLIP's attentional pooler): the
+    output is read by a pooling head's learned query instead of a CLS token, so the map is that
+    query's row composed with the encoder's joint attention,
+    :math:`r\,\hat A^{(L-1)} \cdots \hat A^{(s)}` restricted to the patches, with
+    :math:`r = \mathrm{fuse}_h P_h / \mathrm{sum}` the head-fused attention of the query over
+    the last layer's tokens (averaged over the queries forming the pooled output; rescaled to
+    sum 1, a no-op for mean fusion). The query is not a token of the sequence and has no
+    residual path to it, so :math:`r` gets no identity, and ``discard_ratio`` applies to the
+    encoder layers only.
+
     Args:
         model: any supported vision transformer (or its adapter).
         head_fusion: ``"mean" | "max" | "min"``.
@@ -80,7 +95,7 @@ class AttentionRollout(MapAttribution):
 
     Raises:
         ValueError: for a bad ``head_fusion``, ``discard_ratio`` or ``start_layer``.
-        UnsupportedModelError: for a model without a CLS token.
+        UnsupportedModelError: for a model without a CLS token or pooling head.
 
     Examples:
         >>> rollout = AttentionRollout(model, discard_ratio=0.9)  # doctest: +SKIP
@@ -105,34 +120,39 @@ class AttentionRollout(MapAttribution):
         self.head_fusion = head_fusion
         self.discard_ratio = float(discard_ratio)
         self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
-        self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+        self.cls_index = readout_cls_index(self.adapter, type(self).__name__)
 
     def _layer_matrices(
-        self, inputs: torch.Tensor, last_layer_cls_row: bool = False
+        self, inputs: torch.Tensor, readout_row: bool = False
     ) -> tuple[list[torch.Tensor], torch.Tensor | None, TokenLayout]:
         """Per-layer ``(B, N, N)`` matrices :math:`\\hat A^{(l)}`, from ``start_layer`` on.
 
-        With ``last_layer_cls_row=True`` and no ``discard_ratio`` (whose ranking needs the whole
-        matrix), the last layer is captured as its CLS row of :math:`\\hat A^{(L-1)}` only,
-        ``(B, 1, N)``, returned second (``None`` otherwise) and left out of the list.
+        With ``readout_row=True`` the row the output is read from comes second, ``(B, 1, N)``:
+        for a model read through a pooling head, its readout row :math:`r` (every layer in the
+        list); for a CLS model without ``discard_ratio`` (whose ranking needs the whole
+        matrix), the last layer's CLS row of :math:`\\hat A^{(L-1)}`, captured alone and left
+        out of the list. Otherwise the second value is ``None``.
         """
-        last_layer_cls_row = last_layer_cls_row and self.discard_ratio == 0.0
+        pooled = self.cls_index is None
+        last_layer_cls_row = readout_row and self.discard_ratio == 0.0 and not pooled
         probe = FusedAttentionProbe(self.head_fusion, self.start_layer, last_layer_cls_row)
         with torch.no_grad():
-            layout = capture_attention(self.adapter, probe, inputs).layout
-        keep = self.cls_index
+            result = capture_attention(self.adapter, probe, inputs, pooling=pooled and readout_row)
+        keep = self.adapter.cls_index()
         matrices = [
             residual_normalise(discard_lowest(probe.matrices.pop(layer), self.discard_ratio, keep))
             for layer in range(self.start_layer, self.adapter.num_layers)
             if layer in probe.matrices
         ]
-        cls_row = probe.cls_row
-        if cls_row is not None:
-            cls_row = residual_normalise(cls_row, first_row=keep)
-        return matrices, cls_row, layout
+        row = probe.cls_row
+        if row is not None:
+            row = residual_normalise(row, first_row=keep)
+        if result.pooling is not None:
+            row = pooling_readout_row(result.pooling, self.adapter.pooling_head, self.head_fusion)
+        return matrices, row, result.layout
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
-        matrices, row, layout = self._layer_matrices(inputs, last_layer_cls_row=True)
+        matrices, row, layout = self._layer_matrices(inputs, readout_row=True)
         with full_precision(inputs.device):
             if row is None:
                 row = torch.zeros_like(matrices[-1][:, :1, :])  # (B, 1, N)
