@@ -219,13 +219,14 @@ def shared_family(name: str) -> Family:
 
 
 def family_cases(
-    sizes: list[tuple[int, int]], *, needs_cls: bool = False
+    sizes: list[tuple[int, int]], *, needs_cls: bool = False, families: list[str] | None = None
 ) -> list[tuple[str, tuple[int, int]]]:
     """(family, input size) pairs a method applies to: CLS methods skip models without CLS, and
-    fixed-size models run at their own size only (both refusals are tested in test_errors)."""
+    fixed-size models run at their own size only (both refusals are tested in test_errors);
+    ``families`` defaults to :data:`ALL_FAMILIES`."""
     return [
         (name, size)
-        for name in ALL_FAMILIES
+        for name in (ALL_FAMILIES if families is None else families)
         if not (needs_cls and name in NO_CLS_FAMILIES)
         for size in sizes
         if name not in FIXED_SIZE_FAMILIES or size == (IMAGE, IMAGE)
