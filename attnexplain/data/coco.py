@@ -30,6 +30,7 @@ from attnexplain.data.io import (
     require_path,
     sample_from_objects,
 )
+from attnexplain.data.objects import AnnotatedObject, objects_of
 
 
 class COCOInstances:
@@ -128,6 +129,22 @@ class COCOInstances:
 
     def __len__(self) -> int:
         return len(self.coco_image_ids)
+
+    def class_name(self, label: int) -> str:
+        """The name of COCO category ``label`` (e.g. 1 -> ``"person"``).
+
+        Raises:
+            KeyError: if the annotation file has no such category.
+        """
+        return self.category_names[label]
+
+    def objects(self, index: int) -> list[AnnotatedObject]:
+        """The scored objects of sample ``index``, one per instance, in ``object_masks`` order.
+
+        Instances of one category stay separate records here; group them by class with
+        :func:`~attnexplain.data.objects.class_masks`.
+        """
+        return objects_of(self[index], self.class_name)
 
     def __getitem__(self, index: int) -> SegmentationSample:
         """Load one image and decode its annotations.

@@ -65,6 +65,21 @@ def test_category_filter(coco_fixture) -> None:
     assert people.coco_image_ids == [1]
 
 
+def test_per_object_records(coco_fixture) -> None:
+    data = COCOInstances(coco_fixture.root, coco_fixture.ann_file)
+    objects = data.objects(0)
+    sample = data[0]
+    # One record per scored instance, crowd excluded, in object_masks order.
+    assert [o.label for o in objects] == [1, 3, 3]
+    assert [o.class_name for o in objects] == ["person", "car", "car"]
+    assert all(o.colour_name is None for o in objects)
+    for obj, mask in zip(objects, sample.object_masks):
+        assert torch.equal(obj.mask, mask)
+    assert data.class_name(3) == "car"
+    with pytest.raises(KeyError):
+        data.class_name(999)
+
+
 def test_unknown_category(coco_fixture) -> None:
     with pytest.raises(ValueError, match=r"category_ids \[2\] are not in"):
         COCOInstances(coco_fixture.root, coco_fixture.ann_file, category_ids=[1, 2])
