@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import ViTConfig, ViTForImageClassification
+from transformers import PreTrainedModel, ViTConfig, ViTForImageClassification
 
 from attnexplain.data.base import SegmentationSample
 from attnexplain.data.synthetic import SyntheticShapes
 
-__all__ = ["ZOO_DIR", "Preprocess", "default_samples", "load_default"]
+__all__ = ["CLIP_DIR", "ZOO_DIR", "Preprocess", "default_samples", "load_default"]
 
 ZOO_DIR = Path(__file__).resolve().parent
 WEIGHTS_FILE = "default.safetensors"
@@ -164,18 +164,32 @@ class Preprocess:
         return image.float()
 
 
+#: The embedded image–text model's Hugging Face folder (``load_default("clip")``).
+CLIP_DIR = ZOO_DIR / "clip"
+
+
 def load_default(
+    name: str = "default",
     device: str | torch.device = "cpu",
-) -> tuple[ViTForImageClassification, Preprocess]:
-    """Load the embedded model and its preprocessing from the package files (no network).
+) -> tuple[PreTrainedModel, Preprocess]:
+    """Load an embedded model and its preprocessing from the package files (no network).
 
     Args:
+        name: ``"default"``, the six-class ViT trained on :mod:`attnexplain.data.synthetic`
+            (``zoo/MODEL_CARD.md``); ``"clip"``, a small SigLIP-architecture image–text model
+            trained on the multi-object scenes of :mod:`attnexplain.data.scenes`, which answers
+            queries such as "the red star" (``zoo/clip/MODEL_CARD.md``; its tokenizer is saved
+            with it, so text prompts are plain strings).
         device: where to put the model.
 
     Returns:
-        ``(model, preprocess)``: the ``ViTForImageClassification`` in eval mode, whose logits are
-        ``(B, 6)`` over :data:`attnexplain.data.synthetic.CLASS_NAMES`, and the
-        :class:`Preprocess` it was trained with.
+        ``(model, preprocess)``: for ``"default"`` the ``ViTForImageClassification`` in eval
+        mode, whose logits are ``(B, 6)`` over :data:`attnexplain.data.synthetic.CLASS_NAMES`;
+        for ``"clip"`` the ``SiglipModel`` in eval mode; and the :class:`Preprocess` the model
+        was trained with.
+
+    Raises:
+        ValueError: for an unknown ``name``.
 
     Examples:
         >>> model, preprocess = load_default()
@@ -183,6 +197,13 @@ def load_default(
         >>> model(pixel_values=preprocess(sample.image)).logits.shape
         torch.Size([1, 6])
     """
+    if name == "clip":
+        from transformers import SiglipModel
+
+        model = SiglipModel.from_pretrained(CLIP_DIR).to(device).eval()
+        return model, Preprocess.from_json(CLIP_DIR / PREPROCESSOR_FILE)
+    if name != "default":
+        raise ValueError(f"unknown embedded model {name!r}; choose 'default' or 'clip'")
     config = ViTConfig.from_json_file(ZOO_DIR / CONFIG_FILE)
     model = ViTForImageClassification(config)
     model.load_state_dict(load_file(ZOO_DIR / WEIGHTS_FILE))

@@ -14,6 +14,7 @@ from torch import nn
 from attnexplain.zoo import Preprocess, load_default
 
 DEFAULT_MODEL = "default"
+CLIP_MODEL = "clip"
 TIMM_PREFIXES = ("timm:", "timm/")
 
 
@@ -80,7 +81,8 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Modul
     """Load a model and its preprocessing.
 
     Args:
-        spec: ``"default"`` (the embedded model), ``"timm:NAME"`` / ``"timm/NAME"`` (timm,
+        spec: ``"default"`` (the embedded model), ``"clip"`` (the embedded image–text model),
+            ``"timm:NAME"`` / ``"timm/NAME"`` (timm,
             pretrained weights from its cache), a local folder with a Hugging Face
             ``config.json``, or a Hugging Face hub id.
         device: where to put the model.
@@ -91,8 +93,8 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Modul
     Raises:
         ModelLoadError: if the model cannot be loaded (with what to do about it).
     """
-    if spec == DEFAULT_MODEL:
-        return load_default(device)
+    if spec in (DEFAULT_MODEL, CLIP_MODEL):
+        return load_default(spec, device=device)
     if spec.startswith(TIMM_PREFIXES):
         return _load_timm(spec.split(":", 1)[-1] if spec.startswith("timm:") else spec, device)
     path = Path(spec)
