@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnexplain.zoo.text import word_tokenizer
-from tests.conftest import CLASSES, DEPTH, HEADS, HIDDEN, IMAGE, PATCH, Family
+from tests.conftest import CLASSES, DEPTH, HEADS, HIDDEN, IMAGE, PATCH, Family, _hooked_reference
 
 EMBED = 24  # projection width of the image–text models
 CONTEXT = 12  # text context length
@@ -124,22 +124,6 @@ def _hf_family(name: str) -> Family:
     )
 
 
-def _hooked(model: nn.Module, modules: list[nn.Module], read: Callable) -> Callable:
-    def run(x: torch.Tensor) -> list[torch.Tensor]:
-        found: list[torch.Tensor] = []
-        handles = [m.register_forward_hook(lambda mod, a, kw, o: found.append(read(mod, a, kw, o)),
-                                           with_kwargs=True) for m in modules]  # fmt: skip
-        try:
-            with torch.no_grad():
-                model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return found
-
-    return run
-
-
 def _open_clip_family(name: str) -> Family:
     import open_clip
 
@@ -172,13 +156,13 @@ def _open_clip_family(name: str) -> Family:
         pool = visual.attn_pool
 
         def pooling(x: torch.Tensor) -> torch.Tensor:
-            (tokens,) = _hooked(visual, [pool], lambda m, a, kw, o: a[0])(x)
+            (tokens,) = _hooked_reference(visual, [pool], lambda m, a, kw, o: a[0])(x)
             with torch.no_grad():
                 query = pool.ln_q(pool.query)[None]
                 probs, _ = mha_pooling_by_hand(pool.attn, query, pool.ln_k(tokens))
             return probs[:, :, 0]  # pool_type 'tok': the first query's output is pooled
 
-    return Family(name, model, _hooked(visual, attention, read), 1, has_head=False,
+    return Family(name, model, _hooked_reference(visual, attention, read), 1, has_head=False,
                   tokenizer=open_clip.SimpleTokenizer(context_length=CONTEXT),
                   reference_pooling=pooling)  # fmt: skip
 
@@ -193,7 +177,7 @@ def _timm_siglip_family() -> Family:
     for block in reference_model.blocks:
         block.attn.fused_attn = False
     reference_model.attn_pool.fused_attn = False
-    hooked = _hooked(
+    hooked = _hooked_reference(
         reference_model, [b.attn.attn_drop for b in reference_model.blocks], lambda m, a, kw, o: o
     )
 
@@ -204,7 +188,7 @@ def _timm_siglip_family() -> Family:
     def pooling(x: torch.Tensor) -> torch.Tensor:
         reference_model.load_state_dict(model.state_dict())
         pool = reference_model.attn_pool
-        (tokens,) = _hooked(reference_model, [pool], lambda m, a, kw, o: a[0])(x)
+        (tokens,) = _hooked_reference(reference_model, [pool], lambda m, a, kw, o: a[0])(x)
         with torch.no_grad():
             query = pool.q(pool.latent)
             key, _ = pool.kv(tokens).chunk(2, dim=-1)

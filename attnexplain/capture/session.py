@@ -50,6 +50,16 @@ class CaptureResult:
     pooling: torch.Tensor | None = None
 
 
+def _expand_grouped_heads(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, enable_gqa: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values repeated per query head, as SDPA's ``enable_gqa`` shares them."""
+    if enable_gqa and key.shape[1] != query.shape[1]:
+        repeat = query.shape[1] // key.shape[1]
+        return key.repeat_interleave(repeat, 1), value.repeat_interleave(repeat, 1)
+    return key, value
+
+
 class _ForwardState:
     """Per-forward bookkeeping shared by the hooks and the kernel interceptor."""
 
@@ -114,9 +124,7 @@ class _ForwardState:
                 f"layer {layer} uses causal attention; only bidirectional vision self-attention "
                 "can be explained"
             )
-        if enable_gqa and key.shape[1] != query.shape[1]:
-            repeat = query.shape[1] // key.shape[1]
-            key, value = key.repeat_interleave(repeat, 1), value.repeat_interleave(repeat, 1)
+        key, value = _expand_grouped_heads(query, key, value, enable_gqa)
         layout = self.layout_for(query.shape[0], key.shape[-2])
         self.delivered.add(layer)  # type: ignore[arg-type]
         return probed_attention(
@@ -143,9 +151,7 @@ class _ForwardState:
                 "the pooling head's attention is causal or not (B, heads, Q, d); only "
                 "bidirectional attention pooling can be explained"
             )
-        if enable_gqa and key.shape[1] != query.shape[1]:
-            repeat = query.shape[1] // key.shape[1]
-            key, value = key.repeat_interleave(repeat, 1), value.repeat_interleave(repeat, 1)
+        key, value = _expand_grouped_heads(query, key, value, enable_gqa)
         self.layout_for(query.shape[0], key.shape[-2])
         chunks: list[torch.Tensor] = []
         output = probed_attention(

@@ -28,6 +28,7 @@ from attnexplain.methods.targets import (
     target_scores,
 )
 from tests.conftest import IMAGE_TEXT_FAMILIES
+from tests.methods.test_gradient_methods import _hook_count
 from tests.multimodal import (
     ScoreWrapper,
     hand_image_embedding,
@@ -59,14 +60,6 @@ def _adapter(family):
     if isinstance(resolve_adapter(family.model), HFImageTextAdapter):
         return HFImageTextAdapter(family.model, tokenizer=family.tokenizer)
     return resolve_adapter(family.model)
-
-
-def _hook_count(model: torch.nn.Module) -> int:
-    return sum(
-        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-        + len(m._backward_pre_hooks)
-        for m in model.modules()
-    )  # fmt: skip
 
 
 # --- prompts ----------------------------------------------------------------------------------

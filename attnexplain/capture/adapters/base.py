@@ -100,6 +100,13 @@ def find_blocks(model: nn.Module, attention_modules: list[nn.Module]) -> list[nn
     return blocks
 
 
+def _leading_matrix(output: Any) -> torch.Tensor | None:
+    """The output (or its first element) when it is a ``(B, K)`` tensor, else ``None``."""
+    if isinstance(output, tuple | list):
+        output = output[0]
+    return output if isinstance(output, torch.Tensor) and output.dim() == 2 else None
+
+
 @dataclass(frozen=True)
 class PoolingHead:
     """An attention-pooling head: learned queries that read the encoder's tokens.
@@ -229,14 +236,13 @@ class ModelAdapter:
         Raises:
             UnsupportedModelError: when the model has no classification head.
         """
-        if isinstance(output, tuple | list):
-            output = output[0]
-        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        matrix = _leading_matrix(output)
+        if matrix is None:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__} returned no (B, classes) logits; gradient methods "
                 "and targets need a classification head"
             )
-        return output
+        return matrix
 
     def readout(self, tokens: torch.Tensor) -> Any:
         """The model's output had ``tokens`` ``(B, N, D)`` been the last block's output.
@@ -268,14 +274,13 @@ class ModelAdapter:
         Raises:
             UnsupportedModelError: when the output holds no pooled embedding.
         """
-        if isinstance(output, tuple | list):
-            output = output[0]
-        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        matrix = _leading_matrix(output)
+        if matrix is None:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__} returned no (B, D) pooled embedding; embedding and "
                 "reference-image targets need a backbone whose output is its pooled embedding"
             )
-        return output
+        return matrix
 
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings ``(B, D)`` of a batch, without gradients (reference images).
