@@ -17,7 +17,10 @@ Writes, with :mod:`attnexplain.viz` only:
   each of the two classes*, by raw CLS attention, rollout, Grad-CAM and gradient-weighted
   rollout (the attention maps are the same for both classes);
 - ``relevance_methods.png``: the mask next to Transformer Attribution, partial LRP, LRP and
-  AttnLRP, for the same three images.
+  AttnLRP, for the same three images;
+- ``clip_prompts.png``: gradient-weighted rollout and Grad-CAM of the embedded image–text model
+  for one prompt per object of two scenes, next to the pooling query's attention (which reads no
+  prompt).
 
 Every PNG is re-encoded with a 256-colour palette and checked against a size budget, so the
 repository stays small.
@@ -235,6 +238,25 @@ def _class_maps(scenes: SyntheticScenes) -> Figure:
     return figure
 
 
+def _clip_prompts() -> Figure:
+    from attnexplain.data.scenes import SyntheticScenes
+    from attnexplain.methods import GradCAM, GradientWeightedRollout
+
+    model, preprocess = load_default("clip")
+    scenes = SyntheticScenes("test", size=8)
+    rows = ((1, GradientWeightedRollout, "grad. rollout"), (1, GradCAM, "Grad-CAM"),
+            (3, GradientWeightedRollout, "grad. rollout"))  # fmt: skip
+    figure = Figure(figsize=(2.1 * 5, 2.4 * len(rows)), layout="constrained")
+    for subfigure, (index, method, label) in zip(figure.subfigures(len(rows), 1), rows):
+        prompts = [f"the {obj.phrase}" for obj in scenes.objects(index)[:3]]
+        x = preprocess(scenes[index].image).expand(len(prompts), -1, -1, -1)
+        maps = {"pooling attention": RawCLSAttention(model).attribute(x[:1])[0]}
+        maps |= {f"{label}: {p}": m for p, m in zip(prompts, method(model).attribute(x, prompts))}
+        compare_overlays(scenes[index].image, maps, axes=subfigure.subplots(1, len(maps) + 1))
+    figure.suptitle('load_default("clip"): one prompt per object; the pooling attention reads none')
+    return figure
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/figures"))
@@ -255,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         "legrad_flow.png": _legrad_flow(model, samples, inputs),
         "scenes.png": _scenes(SyntheticScenes("test", size=40)),
         "multilabel_class_maps.png": _class_maps(SyntheticScenes("test", size=40)),
+        "clip_prompts.png": _clip_prompts(),
     }
     too_big = []
     for name, figure in figures.items():

@@ -13,6 +13,7 @@ import copy
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -39,6 +40,11 @@ class Family:
     num_prefix_tokens: int
     has_head: bool = True
     has_cls: bool = True
+    #: Image–text families: the text tower's tokenizer.
+    tokenizer: Any = None
+    #: Pooling-head families: ``x -> (B, heads, N)`` the pooling query's attention over the last
+    #: layer's tokens, computed by hand from the head's weights (readout queries averaged).
+    reference_pooling: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _hf_reference(model: nn.Module) -> Callable[[torch.Tensor], list[torch.Tensor]]:
@@ -91,6 +97,10 @@ def build_family(name: str) -> Family:
 
 
 def _build_family(name: str) -> Family:
+    if name in MULTIMODAL_FAMILIES:
+        from tests.multimodal import build_multimodal_family
+
+        return build_multimodal_family(name)
     torch.manual_seed(0)
     if name.startswith("hf_"):
         import transformers as tf
@@ -171,6 +181,14 @@ HF_FAMILIES = [
 ]  # fmt: skip
 TIMM_FAMILIES = ["timm", "timm_registers", "timm_no_class_token"]
 ALL_FAMILIES = [*HF_FAMILIES, *TIMM_FAMILIES, "torchvision", "dino_custom"]
+# CLIP / SigLIP / OpenCLIP families, kept out of ALL_FAMILIES while the method tests that
+# parametrise over it are written for class logits (built in tests/multimodal.py).
+IMAGE_TEXT_FAMILIES = ["hf_clip_model", "hf_siglip_model", "open_clip", "open_clip_custom",
+                       "open_clip_attn_pool"]  # fmt: skip
+MULTIMODAL_FAMILIES = [*IMAGE_TEXT_FAMILIES, "hf_clip_projection", "hf_siglip_vision",
+                       "hf_siglip_classifier", "timm_siglip"]  # fmt: skip
+#: Families whose output is read through an attention-pooling head.
+POOLING_FAMILIES = ["hf_siglip_model", "open_clip_attn_pool", "hf_siglip_vision", "timm_siglip"]
 
 _CACHE: dict[str, Family] = {}
 
@@ -178,12 +196,18 @@ _CACHE: dict[str, Family] = {}
 def _skip_if_missing(name: str) -> None:
     if name.startswith("timm"):
         pytest.importorskip("timm", reason="timm extra not installed")
+    if name.startswith("open_clip"):
+        pytest.importorskip("open_clip", reason="openclip extra not installed")
     if name == "torchvision":
         pytest.importorskip("torchvision", reason="torchvision extra not installed")
 
 
-NO_CLS_FAMILIES = {"timm_no_class_token"}
-FIXED_SIZE_FAMILIES = {"torchvision"}  # its position embedding cannot be resized
+NO_CLS_FAMILIES = {
+    "timm_no_class_token", "hf_siglip_model", "hf_siglip_vision", "hf_siglip_classifier",
+    "timm_siglip",
+}  # fmt: skip
+# Their position embedding cannot be resized.
+FIXED_SIZE_FAMILIES = {"torchvision", "open_clip", "open_clip_custom", "open_clip_attn_pool"}
 
 
 def shared_family(name: str) -> Family:
@@ -195,13 +219,14 @@ def shared_family(name: str) -> Family:
 
 
 def family_cases(
-    sizes: list[tuple[int, int]], *, needs_cls: bool = False
+    sizes: list[tuple[int, int]], *, needs_cls: bool = False, families: list[str] | None = None
 ) -> list[tuple[str, tuple[int, int]]]:
     """(family, input size) pairs a method applies to: CLS methods skip models without CLS, and
-    fixed-size models run at their own size only (both refusals are tested in test_errors)."""
+    fixed-size models run at their own size only (both refusals are tested in test_errors);
+    ``families`` defaults to :data:`ALL_FAMILIES`."""
     return [
         (name, size)
-        for name in ALL_FAMILIES
+        for name in (ALL_FAMILIES if families is None else families)
         if not (needs_cls and name in NO_CLS_FAMILIES)
         for size in sizes
         if name not in FIXED_SIZE_FAMILIES or size == (IMAGE, IMAGE)

@@ -22,20 +22,31 @@ def raw_cls(attentions, layer, prefix, grid, head_fusion):
 def rollout(attentions, head_fusion, discard_ratio, start_layer, prefix, grid):
     """jeonsworld/ViT-pytorch rollout (seed 003) with vit-explain's fusion and discard, fixed
     to keep dims and to discard per sample."""
-    result = []
+    joints = rollout_joints(attentions, head_fusion, discard_ratio, start_layer)
+    return torch.stack([joint[0, prefix:].reshape(*grid) for joint in joints]).unsqueeze(1)
+
+
+def _fuse(att, head_fusion, dim):
+    if head_fusion == "mean":
+        return att.mean(dim=dim)
+    if head_fusion == "max":
+        return att.max(dim=dim)[0]
+    return att.min(dim=dim)[0]
+
+
+def rollout_joints(attentions, head_fusion, discard_ratio, start_layer, spare_first=True):
+    """The joint attention ``(N, N)`` of each sample; the discard spares entry 0 (CLS→CLS)
+    unless ``spare_first=False`` (models without a CLS token)."""
+    joints = []
     for b in range(attentions[0].shape[0]):
         att = torch.stack([a[b].double() for a in attentions[start_layer:]])  # (L, H, N, N)
-        if head_fusion == "mean":
-            fused = att.mean(dim=1)
-        elif head_fusion == "max":
-            fused = att.max(dim=1)[0]
-        else:
-            fused = att.min(dim=1)[0]
+        fused = _fuse(att, head_fusion, dim=1)
         num_tokens = fused.shape[-1]
         for layer in range(fused.shape[0]):
             flat = fused[layer].reshape(-1).clone()
             count = int(flat.numel() * discard_ratio)
-            order = sorted(range(1, flat.numel()), key=lambda i: flat[i].item())
+            first = 1 if spare_first else 0
+            order = sorted(range(first, flat.numel()), key=lambda i: flat[i].item())
             for index in order[:count]:
                 flat[index] = 0.0
             fused[layer] = flat.reshape(num_tokens, num_tokens)
@@ -44,8 +55,21 @@ def rollout(attentions, head_fusion, discard_ratio, start_layer, prefix, grid):
         joint = aug[0]
         for n in range(1, aug.shape[0]):
             joint = torch.matmul(aug[n], joint)
-        result.append(joint[0, prefix:].reshape(*grid))
-    return torch.stack(result).unsqueeze(1)
+        joints.append(joint)
+    return joints
+
+
+def pooled_rollout(attentions, pooling, head_fusion, discard_ratio, start_layer, prefix, grid):
+    """Rollout read through a pooling head: its query's fused row ``pooling`` ``(B, H, N)``,
+    rescaled to sum 1, times the joint attention (no identity for the query)."""
+    spare = prefix > 0
+    joints = rollout_joints(attentions, head_fusion, discard_ratio, start_layer, spare)
+    maps = []
+    for b, joint in enumerate(joints):
+        row = _fuse(pooling[b].double(), head_fusion, dim=0)
+        row = row / row.sum()
+        maps.append((row @ joint)[prefix:].reshape(*grid))
+    return torch.stack(maps).unsqueeze(1)
 
 
 def compute_distance_matrix(patch_size, num_patches, width):

@@ -107,7 +107,18 @@ def _check_mean_attention_distance(result: dict[str, Any]) -> None:
     assert all(d > 0 for row in per_head for d in row) and result["uniform_px"] > 0
 
 
+def _check_clip_prompts(result: dict[str, Any]) -> None:
+    assert result["score_max_abs_diff"] < 1e-5  # a prompt target is the model's own logit
+    assert result["queries"] >= 48
+    # The prompt's map points at the object it names, not at the others; the pooling query's
+    # attention (no prompt) cannot, and its mass share is the chance share.
+    assert result["rollout_queried"] > 0.6 and result["rollout_other"] < 0.2
+    assert result["rollout_queried"] > result["pooling_queried"] + 0.2
+    assert result["rollout_mass_share"] > result["chance_mass_share"] + 0.15
+
+
 CHECKS = {
+    "clip_prompts.ipynb": _check_clip_prompts,
     "quickstart.ipynb": _check_quickstart,
     "compare_methods.ipynb": _check_compare_methods,
     "mean_attention_distance.ipynb": _check_mean_attention_distance,

@@ -5,12 +5,18 @@
 inside a captured layer, the call to ``F.scaled_dot_product_attention`` is served by
 :func:`~attnexplain.capture.kernel.probed_attention`; a layer that computes attention by hand
 must return its probabilities instead (the custom protocol, HF eager attention).
+
+On request (``pooling=True``) the attention of the model's pooling head
+(:class:`~attnexplain.capture.adapters.base.PoolingHead`: SigLIP's MAP head, timm's
+``AttentionPoolLatent``, OpenCLIP's ``AttentionalPooler``) is read the same way: its learned
+queries' attention over the last layer's tokens, computed by the kernel so that gradient methods
+can differentiate it.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +40,24 @@ class CaptureResult:
     Attributes:
         output: the model's own output, unchanged.
         layout: the token layout of this input.
+        pooling: ``(B, heads, Q, N)`` fp32 attention of the pooling head's ``Q`` queries over
+            the last layer's ``N`` tokens (prefix and patches), inside the autograd graph when the
+            probe requires grad; ``None`` unless requested with ``pooling=True``.
     """
 
     output: Any
     layout: TokenLayout
+    pooling: torch.Tensor | None = None
+
+
+def _expand_grouped_heads(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, enable_gqa: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values repeated per query head, as SDPA's ``enable_gqa`` shares them."""
+    if enable_gqa and key.shape[1] != query.shape[1]:
+        repeat = query.shape[1] // key.shape[1]
+        return key.repeat_interleave(repeat, 1), value.repeat_interleave(repeat, 1)
+    return key, value
 
 
 @contextmanager
@@ -76,6 +96,8 @@ class _ForwardState:
         self.layout: TokenLayout | None = None
         self.current_layer: int | None = None
         self.delivered: set[int] = set()
+        self.in_pooling = False
+        self.pooling: torch.Tensor | None = None
 
     def layout_for(self, batch: int, num_tokens: int) -> TokenLayout:
         """The layout, read when the first attention runs over ``num_tokens`` keys."""
@@ -149,9 +171,7 @@ class _ForwardState:
                 f"layer {layer} uses causal attention; only bidirectional vision self-attention "
                 "can be explained"
             )
-        if enable_gqa and key.shape[1] != query.shape[1]:
-            repeat = query.shape[1] // key.shape[1]
-            key, value = key.repeat_interleave(repeat, 1), value.repeat_interleave(repeat, 1)
+        key, value = _expand_grouped_heads(query, key, value, enable_gqa)
         layout = self.layout_for(query.shape[0], key.shape[-2])
         self.delivered.add(layer)  # type: ignore[arg-type]
         return probed_attention(
@@ -160,6 +180,35 @@ class _ForwardState:
             attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
             requires_grad=self.probe.requires_grad and torch.is_grad_enabled(),
         )  # fmt: skip
+
+    def attend_pooling(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
+        """The pooling head's attention: every query row kept (there are few)."""
+        if is_causal or query.dim() != 4:
+            raise UnsupportedModelError(
+                "the pooling head's attention is causal or not (B, heads, Q, d); only "
+                "bidirectional attention pooling can be explained"
+            )
+        key, value = _expand_grouped_heads(query, key, value, enable_gqa)
+        self.layout_for(query.shape[0], key.shape[-2])
+        chunks: list[torch.Tensor] = []
+        output = probed_attention(
+            query, key, value,
+            rows=Rows.ALL, consume=lambda probs, _start: chunks.append(probs), cls_index=None,
+            attn_mask=attn_mask, dropout_p=dropout_p, scale=scale,
+            requires_grad=self.probe.requires_grad and torch.is_grad_enabled(),
+        )  # fmt: skip
+        self.pooling = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=2)
+        return output
 
     def take_returned_probabilities(self, layer: int, output: Any) -> None:
         """The custom protocol: a layer that computed attention by hand returns it."""
@@ -200,6 +249,19 @@ class _KernelInterceptor(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.state.in_pooling:
+            if func is F.scaled_dot_product_attention:
+                return self.state.attend_pooling(*args, **kwargs)
+            if func is F.multi_head_attention_forward:
+                bound = _MHA_SIGNATURE.bind(*args, **kwargs)
+                bound.apply_defaults()
+                if not _is_plain_attention(bound.arguments):
+                    raise UnsupportedModelError(
+                        "the pooling head's nn.MultiheadAttention uses masks, bias_k/bias_v or "
+                        "add_zero_attn, which the capture does not serve"
+                    )
+                return _multi_head_attention_via_kernel(self.state.attend_pooling, bound.arguments)
+            return func(*args, **kwargs)
         layer = self.state.current_layer
         if layer is not None:
             if func is F.scaled_dot_product_attention:
@@ -212,8 +274,11 @@ class _KernelInterceptor(TorchFunctionMode):
                 # anything else asks for per-head weights, which the layer's hook then reads.
                 bound = _MHA_SIGNATURE.bind(*args, **kwargs)
                 bound.apply_defaults()
-                if _is_plain_self_attention(bound.arguments):
-                    return _multi_head_attention_via_kernel(self.state, bound.arguments)
+                arguments = bound.arguments
+                if _is_plain_attention(arguments) and (
+                    arguments["query"] is arguments["key"] is arguments["value"]
+                ):
+                    return _multi_head_attention_via_kernel(self.state.attend, arguments)
                 kwargs = {**kwargs, "need_weights": True, "average_attn_weights": False}
         return func(*args, **kwargs)
 
@@ -221,11 +286,10 @@ class _KernelInterceptor(TorchFunctionMode):
 _MHA_SIGNATURE = inspect.signature(F.multi_head_attention_forward)
 
 
-def _is_plain_self_attention(arguments: dict[str, Any]) -> bool:
+def _is_plain_attention(arguments: dict[str, Any]) -> bool:
+    """No masks, no extra key/value biases: attention the kernel computes exactly."""
     return (
-        arguments["query"] is arguments["key"] is arguments["value"]
-        and not arguments["use_separate_proj_weight"]
-        and arguments["in_proj_weight"] is not None
+        (arguments["use_separate_proj_weight"] or arguments["in_proj_weight"] is not None)
         and arguments["bias_k"] is None
         and arguments["bias_v"] is None
         and not arguments["add_zero_attn"]
@@ -236,26 +300,42 @@ def _is_plain_self_attention(arguments: dict[str, Any]) -> bool:
 
 
 def _multi_head_attention_via_kernel(
-    state: _ForwardState, arguments: dict[str, Any]
+    attend: Callable[..., torch.Tensor], arguments: dict[str, Any]
 ) -> tuple[torch.Tensor, None]:
-    """``F.multi_head_attention_forward`` for ``(N, B, E)`` self-attention, through the kernel."""
-    tokens, batch, embed_dim = arguments["query"].shape
+    """``F.multi_head_attention_forward`` on sequence-first ``(L, B, E)`` inputs, through the
+    kernel: self-attention (one packed in-projection) or attention of ``L`` queries over the
+    ``S`` tokens of ``key`` / ``value`` (a pooling head's learned queries)."""
+    query, key, value = arguments["query"], arguments["key"], arguments["value"]
+    num_queries, batch, embed_dim = query.shape
     heads = arguments["num_heads"]
-    packed = F.linear(arguments["query"], arguments["in_proj_weight"], arguments["in_proj_bias"])
-    query, key, value = (
-        part.reshape(tokens, batch * heads, embed_dim // heads)
+    head_dim = embed_dim // heads
+    bias = arguments["in_proj_bias"]
+    if query is key is value and not arguments["use_separate_proj_weight"]:
+        projected = F.linear(query, arguments["in_proj_weight"], bias).chunk(3, dim=-1)
+    else:
+        if arguments["use_separate_proj_weight"]:
+            weights = (arguments[f"{name}_proj_weight"] for name in ("q", "k", "v"))
+        else:
+            weights = arguments["in_proj_weight"].chunk(3)
+        biases = (None, None, None) if bias is None else bias.chunk(3)
+        projected = [
+            F.linear(inputs, weight, part)
+            for inputs, weight, part in zip((query, key, value), weights, biases)
+        ]
+    q, k, v = (
+        part.reshape(part.shape[0], batch * heads, head_dim)
         .transpose(0, 1)
-        .reshape(batch, heads, tokens, embed_dim // heads)
-        for part in packed.chunk(3, dim=-1)
+        .reshape(batch, heads, part.shape[0], head_dim)
+        for part in projected
     )
     dropout_p = arguments["dropout_p"] if arguments["training"] else 0.0
-    output = state.attend(query, key, value, dropout_p=dropout_p)  # (B, heads, N, d)
-    output = output.permute(2, 0, 1, 3).reshape(tokens, batch, embed_dim)
+    output = attend(q, k, v, dropout_p=dropout_p)  # (B, heads, L, d)
+    output = output.permute(2, 0, 1, 3).reshape(num_queries, batch, embed_dim)
     output = F.linear(output, arguments["out_proj_weight"], arguments["out_proj_bias"])
     return output, None
 
 
-def _install_hooks(stack: ExitStack, state: _ForwardState) -> None:
+def _install_hooks(stack: ExitStack, state: _ForwardState, pooling: bool) -> None:
     adapter = state.adapter
 
     def on_patch_embedding(_module: nn.Module, _args: Any, output: torch.Tensor) -> None:
@@ -282,25 +362,36 @@ def _install_hooks(stack: ExitStack, state: _ForwardState) -> None:
 
         handles.append(module.register_forward_pre_hook(enter_layer))
         handles.append(module.register_forward_hook(leave_layer))
+    if pooling:
+
+        def enter_pooling(_module: nn.Module, _args: Any) -> None:
+            state.in_pooling = True
+
+        def leave_pooling(_module: nn.Module, _args: Any, _output: Any) -> None:
+            state.in_pooling = False
+
+        attention = adapter.pooling_head.attention  # type: ignore[union-attr]
+        handles.append(attention.register_forward_pre_hook(enter_pooling))
+        handles.append(attention.register_forward_hook(leave_pooling))
     stack.callback(lambda: [handle.remove() for handle in handles])
 
 
 @contextmanager
 def _captured(
-    adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor
+    adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor, pooling: bool
 ) -> Iterator[_ForwardState]:
     state = _ForwardState(adapter, probe, inputs)
     probe.reset(adapter.num_layers)
     with ExitStack() as stack:
         stack.enter_context(eval_mode(adapter.model))
         adapter.enter(stack, inputs)
-        _install_hooks(stack, state)
+        _install_hooks(stack, state, pooling)
         stack.enter_context(_KernelInterceptor(state))
         yield state
 
 
 def capture_attention(
-    adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor
+    adapter: ModelAdapter, probe: AttentionProbe, inputs: torch.Tensor, *, pooling: bool = False
 ) -> CaptureResult:
     """Run the model once on ``inputs`` and feed ``probe`` the attention it asks for.
 
@@ -311,16 +402,24 @@ def capture_attention(
         adapter: the model's adapter (see :func:`~attnexplain.capture.adapters.resolve_adapter`).
         probe: what to keep of each layer's attention.
         inputs: ``(B, C, H, W)`` batch, already validated.
+        pooling: also read the pooling head's attention (``CaptureResult.pooling``), in the
+            autograd graph when ``probe.requires_grad``.
 
     Returns:
-        The model's output and the token layout of this input.
+        The model's output, the token layout of this input and, on request, the pooling head's
+        attention.
 
     Raises:
         UnsupportedModelError: if a layer the probe needs delivered no attention, the
-            attention does not cover the patch grid (windowed attention), or the adapter's CLS
-            index is not a prefix token of this input.
+            attention does not cover the patch grid (windowed attention), the adapter's CLS
+            index is not a prefix token of this input, or ``pooling`` is asked of a model
+            without a pooling head (or one whose attention was not observed).
     """
-    with _captured(adapter, probe, inputs) as state:
+    if pooling and adapter.pooling_head is None:
+        raise UnsupportedModelError(
+            f"{type(adapter.model).__name__} has no attention-pooling head to read"
+        )
+    with _captured(adapter, probe, inputs, pooling) as state:
         output = adapter.forward(inputs)
     missing = [
         layer
@@ -333,4 +432,10 @@ def capture_attention(
             f"no attention was observed in layers {missing}: the model's attention modules "
             "were not called during the forward (is the model a ViT encoder?)"
         )
-    return CaptureResult(output=output, layout=layout)
+    if pooling and state.pooling is None:
+        raise UnsupportedModelError(
+            f"the pooling head's attention ({type(adapter.pooling_head.attention).__name__}) "  # type: ignore[union-attr]
+            "neither called F.scaled_dot_product_attention nor nn.MultiheadAttention's "
+            "F.multi_head_attention_forward during the forward"
+        )
+    return CaptureResult(output=output, layout=layout, pooling=state.pooling)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from attnexplain.capture import ModelAdapter, UnsupportedModelError
+import torch
+
+from attnexplain.capture import ModelAdapter, PoolingHead, UnsupportedModelError
+from attnexplain.capture.probes import HeadFusion, fuse_heads
 
 HEAD_FUSIONS = ("mean", "max", "min")
 
@@ -73,3 +76,47 @@ def check_layers(layers: object, adapter: ModelAdapter, name: str = "layer") -> 
             "indices count from the end); list each layer once"
         )
     return resolved
+
+
+def readout_cls_index(adapter: ModelAdapter, method: str) -> int | None:
+    """Where a rollout-style method reads the output from: the CLS index, or ``None`` when the
+    model's output is read through an attention-pooling head (its query row is used instead).
+
+    Raises:
+        UnsupportedModelError: for a model with neither (it averages its tokens).
+    """
+    if adapter.pooling_head is not None:
+        return None
+    if adapter.cls_index() is None:
+        raise UnsupportedModelError(
+            f"{method} reads the row the output is read from, but "
+            f"{type(adapter.model).__name__} has no CLS token and no attention-pooling head (it "
+            "averages its tokens, e.g. timm global_pool='avg', SiglipForImageClassification); "
+            "use MeanAttentionDistance or GradCAM"
+        )
+    return adapter.cls_index()
+
+
+def pooling_rows(pooling: torch.Tensor, head: PoolingHead) -> torch.Tensor:
+    """The pooling head's readout row per head: its readout queries' rows averaged.
+
+    Args:
+        pooling: ``(B, heads, Q, N)`` attention of the head's queries.
+        head: the pooling head (which queries form the pooled output).
+
+    Returns:
+        ``(B, heads, N)``.
+    """
+    return pooling[:, :, head.queries].mean(dim=2)
+
+
+def pooling_readout_row(
+    pooling: torch.Tensor, head: PoolingHead, head_fusion: HeadFusion
+) -> torch.Tensor:
+    """The fused readout row of a pooling head, rescaled to sum 1: ``(B, 1, N)``.
+
+    The learned query is not a token of the sequence and has no residual path to it, so
+    unlike a layer's rows it gets no identity before it enters a rollout product.
+    """
+    fused = fuse_heads(pooling_rows(pooling, head), head_fusion)
+    return (fused / fused.sum(dim=-1, keepdim=True)).unsqueeze(1)

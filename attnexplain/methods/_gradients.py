@@ -17,6 +17,7 @@ from torch import nn
 
 from attnexplain.capture import ModelAdapter, UnsupportedModelError, eval_mode, resolve_adapter
 from attnexplain.methods.base import Target, ViTAttribution
+from attnexplain.methods.targets import target_scores
 
 
 def forward_function(model: nn.Module | ModelAdapter) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -64,17 +65,6 @@ def explaining(model: nn.Module, inputs: torch.Tensor) -> Iterator[torch.Tensor]
         yield inputs.detach().requires_grad_(True)
 
 
-def target_scores(method: ViTAttribution, output: Any, target: Target) -> torch.Tensor:
-    """Each sample's target score, ``(B,)``, computed from the model's output.
-
-    Relevance methods start each sample's propagation from its own score (see
-    :func:`target_score` for the arguments and errors).
-    """
-    logits = method.adapter.logits(output)
-    classes = method.validate_target(target, logits.shape[0], logits.detach())
-    return logits.gather(1, classes[:, None]).squeeze(1)
-
-
 def target_score(method: ViTAttribution, output: Any, target: Target) -> torch.Tensor:
     """The sum over the batch of each sample's target score.
 
@@ -83,19 +73,21 @@ def target_score(method: ViTAttribution, output: Any, target: Target) -> torch.T
     backward pass serves per-sample targets.
 
     Args:
-        method: the method (its adapter reads the logits from ``output`` and it validates
-            ``target``).
+        method: the method (its adapter reads logits, embeddings and text from ``output``).
         output: the model's output (or a readout of it) inside the autograd graph.
-        target: class per sample, or ``None`` for the predicted class.
+        target: class index or label name, text prompt(s), embedding, reference image or
+            callable, per sample or for all; ``None`` for the predicted class (see
+            :mod:`attnexplain.methods.targets`).
 
     Returns:
         A scalar.
 
     Raises:
         TypeError, ValueError: for an invalid ``target``.
-        UnsupportedModelError: when the output has no logits to score.
+        UnsupportedModelError: when the output has nothing the target can read (no logits,
+            no text tower, no pooled embedding).
     """
-    return target_scores(method, output, target).sum()
+    return target_scores(method.adapter, output, target).sum()
 
 
 def gradients(

@@ -2,7 +2,7 @@
 
 A relevance method runs the model once in evaluation mode under a rule set
 (:func:`~attnexplain.relevance.trace_relevance`), scores each sample's target from the model's
-output (:func:`~attnexplain.methods._gradients.target_scores`) and propagates relevance from
+output (:func:`~attnexplain.methods.targets.target_scores`) and propagates relevance from
 those scores. Nothing is accumulated into any ``.grad``; every hook and switch lives for the
 call.
 """
@@ -15,8 +15,9 @@ from typing import Literal
 import torch
 
 from attnexplain.capture import TokenLayout
-from attnexplain.methods._gradients import explaining, target_scores
+from attnexplain.methods._gradients import explaining
 from attnexplain.methods.base import Target, ViTAttribution
+from attnexplain.methods.targets import target_scores
 from attnexplain.relevance import RelevanceTrace, RuleSet, trace_relevance
 
 #: How a relevance pass starts: 1 at each sample's target (Chefer et al.'s one-hot vector) or
@@ -66,7 +67,7 @@ def traced_relevance(
     check_precision(inputs, type(method).__name__)
     with explaining(method.model, inputs) as x:
         trace = trace_relevance(method.adapter, rules, x, gradients=gradients_too)
-        scores = target_scores(method, trace.output, target)
+        scores = target_scores(method.adapter, trace.output, target)
         tensors = [trace.inputs] if layers is None else [trace.attention[i] for i in layers]
         grads = trace.gradient(scores, tensors, retain_graph=True) if gradients_too else None
         relevance = trace.relevance(scores, tensors, scores.detach() if start == "score" else None)

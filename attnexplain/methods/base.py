@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -21,9 +20,11 @@ from torch import nn
 from attnexplain.capture import ModelAdapter, TokenLayout, resolve_adapter
 from attnexplain.capture.kernel import full_precision
 from attnexplain.methods._checks import check_bool
+from attnexplain.methods.targets import TargetLike, class_indices
 
 Interpolation = Literal["bilinear", "nearest", "bicubic"]
-Target = int | Sequence[int] | torch.Tensor | None
+#: What ``attribute(inputs, target)`` accepts: see :mod:`attnexplain.methods.targets`.
+Target = TargetLike
 
 
 class ViTAttribution(Attribution, ABC):
@@ -88,38 +89,24 @@ class ViTAttribution(Attribution, ABC):
         return inputs
 
     def validate_target(self, target: Target, batch: int, logits: torch.Tensor) -> torch.Tensor:
-        """Resolve ``target`` to a ``(B,)`` int64 tensor of class indices.
+        """Resolve a class target to a ``(B,)`` int64 tensor of class indices.
+
+        Gradient methods score every kind of target (prompts, embeddings, callables) through
+        :func:`~attnexplain.methods._gradients.target_score`; this resolves the class ones.
 
         Args:
-            target: an int for every sample, one per sample (list or tensor), or ``None`` for the
-                predicted class.
+            target: an int (or numpy integer) or label name for every sample, one per sample
+                (list, tensor or array), or ``None`` for the predicted class.
             batch: the batch size.
             logits: ``(B, classes)`` logits of the batch.
 
         Raises:
-            ValueError: for a wrong length or a class index out of range.
-            TypeError: for a non-integer target.
+            ValueError: for a wrong length, a class index out of range or an unknown label.
+            TypeError: for a target that is not a class.
         """
-        num_classes = logits.shape[-1]
-        if target is None:
-            return logits.argmax(dim=-1)
-        if isinstance(target, bool) or not isinstance(target, int | Sequence | torch.Tensor):
-            raise TypeError(
-                f"target must be an int, a sequence of ints or a tensor, got {target!r}"
-            )
-        resolved = torch.as_tensor(target, device=logits.device)
-        if resolved.is_floating_point() or resolved.dtype == torch.bool:
-            raise TypeError(f"target must hold integer class indices, got dtype {resolved.dtype}")
-        resolved = resolved.long().reshape(-1)
-        if resolved.numel() == 1:
-            resolved = resolved.expand(batch)
-        if resolved.numel() != batch:
-            raise ValueError(f"target has {resolved.numel()} entries for a batch of {batch}")
-        if ((resolved < 0) | (resolved >= num_classes)).any():
-            raise ValueError(
-                f"target {resolved.tolist()} out of range for a model with {num_classes} classes"
-            )
-        return resolved
+        if logits.shape[0] != batch:
+            raise ValueError(f"logits hold {logits.shape[0]} samples for a batch of {batch}")
+        return class_indices(target, self.adapter, logits)
 
     @abstractmethod
     def attribute(self, inputs: torch.Tensor, target: Target = None, **kwargs) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attnexplain.capture import FullAttentionProbe, ModelAdapter, TokenLayout, capture_attention
-from attnexplain.methods._checks import check_layer, require_cls_token
+from attnexplain.methods._checks import check_layer, pooling_rows, readout_cls_index
 from attnexplain.methods._gradients import explaining, gradients, target_score
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
@@ -29,13 +29,20 @@ class GradientWeightedRollout(MapAttribution):
     :math:`R` over the patch tokens, unscaled. Only that row is formed, multiplied through the
     layers from the last down (:math:`O(L N^2)` per sample rather than :math:`O(L N^3)`).
 
+    **Pooling heads** (SigLIP, timm ``global_pool="map"``, OpenCLIP's attentional pooler): the
+    pooled output is read by a learned query's attention :math:`P` over the last layer's tokens,
+    so the head is one more layer, mapping the tokens to the query, without identity (the query
+    is not a token and has no residual path to them): the map is
+    :math:`r R` with :math:`r = \mathbb{E}_h[(\nabla P \odot P)^+]`, averaged over the queries
+    forming the pooled output.
+
     The attention is captured once with its autograd graph, also from default-loaded models
     (SDPA / fused kernels); the model runs in evaluation mode (restored afterwards) and only the
     attention probabilities are differentiated: no parameter ``.grad`` is ever written.
 
     Args:
-        model: any supported vision transformer with a CLS token and a classification head (or
-            its adapter).
+        model: any supported vision transformer with a CLS token or a pooling head, and a
+            target to score (a classification head, a text tower, an embedding; or its adapter).
         start_layer: first layer of the product (negative counts from the end).
         interpolation: resize mode for ``upsample=True``.
 
@@ -45,12 +52,12 @@ class GradientWeightedRollout(MapAttribution):
 
     Raises:
         TypeError, ValueError: for a bad ``start_layer``; at ``attribute``, for invalid targets.
-        UnsupportedModelError: for a model without a CLS token; at ``attribute``, for a model
-            without a classification head or whose attention is read as a copy outside the
-            autograd graph: an ``nn.MultiheadAttention`` used with masks, ``bias_k`` /
-            ``bias_v`` or separate projections returns per-head weights its output is not
-            computed from. torchvision's ViT (plain self-attention) is served by the capture's
-            own kernel and works.
+        UnsupportedModelError: for a model without a CLS token or pooling head; at
+            ``attribute``, for a model without what the target reads, or whose attention is read
+            as a copy outside the autograd graph: an ``nn.MultiheadAttention`` used with masks,
+            ``bias_k`` / ``bias_v`` or separate projections returns per-head weights its output
+            is not computed from. torchvision's ViT (plain self-attention) is served by the
+            capture's own kernel and works.
 
     Examples:
         >>> maps = GradientWeightedRollout(model).attribute(x, target=[1, 3])  # doctest: +SKIP
@@ -65,41 +72,57 @@ class GradientWeightedRollout(MapAttribution):
     ) -> None:
         super().__init__(model, interpolation=interpolation)
         self.start_layer = check_layer(start_layer, self.adapter, "start_layer")
-        self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+        self.cls_index = readout_cls_index(self.adapter, type(self).__name__)
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
         layers = list(range(self.start_layer, self.adapter.num_layers))
         probe = FullAttentionProbe(layers, requires_grad=True)
+        pooled = self.cls_index is None
         with explaining(self.model, inputs) as x:
-            result = capture_attention(self.adapter, probe, x)
+            result = capture_attention(self.adapter, probe, x, pooling=pooled)
             score = target_score(self, result.output, target)
             attentions = [probe.attentions.pop(layer) for layer in layers]
-            grads = gradients(score, attentions, f"attention probabilities of layers {layers}")
+            pooling = [result.pooling] if pooled else []
+            what = f"attention probabilities of layers {layers}"
+            what += " and of the pooling head" if pooled else ""
+            grads = gradients(score, [*attentions, *pooling], what)
+        if pooled:
+            grad = grads.pop()
+            weighted = (grad * result.pooling.detach()).clamp_min(0)  # (B, heads, Q, N)
+            start = pooling_rows(weighted, self.adapter.pooling_head).mean(dim=1, keepdim=True)
+        else:
+            start = cls_row(attentions[0], self.cls_index)
         weights = [
             (grad * attention.detach()).clamp_min(0).mean(dim=1)  # (B, N, N)
             for attention, grad in zip(attentions, grads)
         ]
-        row = cls_rollout(weights, self.cls_index)
+        row = rollout_row(start, weights)
         return patch_tokens_to_grid(row, result.layout), result.layout
 
 
-def cls_rollout(weights: list[torch.Tensor], cls_index: int) -> torch.Tensor:
-    """The CLS row of ``(I + W_L) ⋯ (I + W_s)``, the product left unnormalised.
+def cls_row(like: torch.Tensor, cls_index: int) -> torch.Tensor:
+    """The one-hot row of the CLS token, ``(B, 1, N)``, for ``like`` shaped ``(B, ..., N)``."""
+    row = like.new_zeros(like.shape[0], 1, like.shape[-1])
+    row[..., cls_index] = 1.0
+    return row
+
+
+def rollout_row(start: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """The row ``start · (I + W_L) ⋯ (I + W_s)``, the product left unnormalised.
 
     The row is multiplied through from the last layer down, so only ``(B, 1, N)`` vectors are
     formed (Chefer et al.'s ``compute_rollout_attention`` and ``generate_relevance`` add the
     identity without renormalising the rows).
 
     Args:
+        start: ``(B, 1, N)``: the CLS token's one-hot row (:func:`cls_row`), or the pooling
+            head's query row for models read through one.
         weights: ``(B, N, N)`` per layer, first to last.
-        cls_index: the CLS token's position.
 
     Returns:
         ``(B, 1, N)``.
     """
-    batch, num_tokens, _ = weights[0].shape
-    row = weights[0].new_zeros(batch, 1, num_tokens)
-    row[..., cls_index] = 1.0
+    row = start
     for weight in reversed(weights):
         row = row + torch.bmm(row, weight)
     return row

@@ -15,7 +15,8 @@ from attnexplain.methods._checks import (
     check_head_fusion,
     check_layer,
     check_layers,
-    require_cls_token,
+    pooling_rows,
+    readout_cls_index,
 )
 from attnexplain.methods.base import Interpolation, MapAttribution, Target, patch_tokens_to_grid
 
@@ -32,6 +33,13 @@ class RawCLSAttention(MapAttribution):
     :math:`A^{(l)}_{h,\,\mathrm{cls},\,p}` for every patch token :math:`p`, laid out on the patch
     grid. Only that row is computed for the chosen layers; every other layer keeps the model's
     fused attention kernel, and several layers come from one forward.
+
+    **Pooling heads** (SigLIP, timm ``global_pool="map"``, OpenCLIP's attentional pooler): the
+    output is read by the learned query of an attention-pooling head, not by a CLS token, so at
+    the last layer (the one the head reads) the map is that query's attention
+    :math:`P_{h,\,p}` over the last layer's patch tokens (averaged over the queries forming the
+    pooled output, :class:`~attnexplain.capture.PoolingHead`). Earlier layers show the CLS row
+    where the model has a CLS token; SigLIP has none, so only the last layer has a row.
 
     Args:
         model: any supported vision transformer (or its adapter).
@@ -52,8 +60,9 @@ class RawCLSAttention(MapAttribution):
     Raises:
         TypeError: for a ``layer`` that is not an int, ``"all"`` or a list of ints.
         ValueError: for a layer out of range, an empty list or a layer listed twice, or a bad
-            ``head_fusion``.
-        UnsupportedModelError: for a model without a CLS token.
+            ``head_fusion``; for a layer other than the last of a model whose only row is its
+            pooling head's.
+        UnsupportedModelError: for a model without a CLS token or pooling head.
 
     Examples:
         >>> maps = RawCLSAttention(model, head_fusion=None).attribute(x)  # doctest: +SKIP
@@ -77,14 +86,32 @@ class RawCLSAttention(MapAttribution):
         self.layers = check_layers(layer, self.adapter) if self.per_layer else None
         self.layer = None if self.per_layer else check_layer(layer, self.adapter)
         self.head_fusion = head_fusion
-        require_cls_token(self.adapter, type(self).__name__)
+        head = self.adapter.pooling_head
+        last = self.adapter.num_layers - 1
+        layers = self.layers if self.per_layer else [self.layer]
+        self.pooled = head is not None and last in layers
+        if self.adapter.cls_index() is None and (
+            head is None or any(layer != last for layer in layers)
+        ):
+            if head is not None:
+                raise ValueError(
+                    f"layer={layer!r} has no query row: {type(self.model).__name__} has no CLS "
+                    "token, and its pooling head reads the last layer only; leave layer at -1"
+                )
+            readout_cls_index(self.adapter, type(self).__name__)  # raises: no row to read
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
+        last = self.adapter.num_layers - 1
         layers = self.layers if self.per_layer else [self.layer]
-        probe = CLSRowsProbe(layers)
+        cls_layers = [layer for layer in layers if not (self.pooled and layer == last)]
+        probe = CLSRowsProbe(cls_layers)  # reads nothing more when the pooling head gives the row
         with torch.no_grad():
-            layout = capture_attention(self.adapter, probe, inputs).layout
-        rows = torch.stack([probe.rows_by_layer[layer] for layer in layers], dim=1)
+            result = capture_attention(self.adapter, probe, inputs, pooling=self.pooled)
+        layout = result.layout
+        by_layer = dict(probe.rows_by_layer)
+        if self.pooled:
+            by_layer[last] = pooling_rows(result.pooling, self.adapter.pooling_head)
+        rows = torch.stack([by_layer[layer] for layer in layers], dim=1)
         excluded = None if self.exclude_tokens is None else self.exclude_tokens(inputs)
         rows = drop_keys(rows, excluded)  # (B, L, heads, N)
         count, heads = rows.shape[1:3]

@@ -9,11 +9,22 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from attnexplain.capture import FusedAttentionProbe, ModelAdapter, TokenLayout, capture_attention
+from attnexplain.capture import (
+    FusedAttentionProbe,
+    ModelAdapter,
+    TokenLayout,
+    UnsupportedModelError,
+    capture_attention,
+)
 from attnexplain.capture.kernel import full_precision
 from attnexplain.capture.probes import HeadFusion
 from attnexplain.capture.tokens import TokenMask, drop_keys
-from attnexplain.methods._checks import check_head_fusion, check_layer, require_cls_token
+from attnexplain.methods._checks import (
+    check_head_fusion,
+    check_layer,
+    pooling_readout_row,
+    readout_cls_index,
+)
 from attnexplain.methods.base import (
     Interpolation,
     MapAttribution,
@@ -88,10 +99,11 @@ def residual_attention(
     head_fusion: HeadFusion,
     discard_ratio: float,
     layers: tuple[int, int],
-    cls_index: int,
+    cls_index: int | None,
     discard_counting: DiscardCounting = "others",
     excluded: torch.Tensor | None = None,
     whole_last_layer: bool = False,
+    pooled: bool = False,
 ) -> tuple[list[torch.Tensor], torch.Tensor, TokenLayout]:
     r"""One capture of the rollout graph: :math:`\hat A^{(l)}` for ``first ≤ l ≤ last``.
 
@@ -107,22 +119,27 @@ def residual_attention(
         head_fusion: how heads are fused.
         discard_ratio: fraction in ``[0, 1)`` of each sample's lowest fused entries zeroed.
         layers: ``(first, last)`` non-negative layer indices, ``first <= last``.
-        cls_index: position of the CLS token.
+        cls_index: position of the CLS token (``None`` without one; only with ``pooled``).
         discard_counting: how CLS→CLS counts among the discarded entries (:func:`discard_lowest`).
         excluded: ``(B, N)`` bool tokens dropped as keys (``drop_keys``) before discard and
             residual, or ``None``.
         whole_last_layer: also return the last layer's whole matrix.
+        pooled: the output is read by the adapter's pooling head (``last`` is the model's last
+            layer): the top row is its query's fused row :math:`r` over the last layer's tokens
+            (rescaled to sum 1, no identity: the query is no token of the sequence), and every
+            :math:`\hat A` down to ``first`` is returned.
 
     Returns:
         ``[Â^(first), …, Â^(last-1)]`` as ``(B, N, N)`` matrices (``Â^(last)`` too with
-        ``whole_last_layer``), the CLS row of :math:`\hat A^{(\mathrm{last})}` as
-        ``(B, 1, N)``, and the layout.
+        ``whole_last_layer`` or ``pooled``), the CLS row of :math:`\hat A^{(\mathrm{last})}`
+        (or :math:`r`) as ``(B, 1, N)``, and the layout.
     """
     first, last = layers
-    cls_row_only = discard_ratio == 0.0 and not whole_last_layer
+    cls_row_only = discard_ratio == 0.0 and not whole_last_layer and not pooled
     probe = FusedAttentionProbe(head_fusion, first, cls_row_only, end_layer=last)
     with torch.no_grad():
-        layout = capture_attention(adapter, probe, inputs).layout
+        result = capture_attention(adapter, probe, inputs, pooling=pooled)
+    layout = result.layout
     if excluded is not None:  # the diagnostic aid: before discard and residual
         probe.matrices = {k: drop_keys(m, excluded) for k, m in probe.matrices.items()}
         if probe.cls_row is not None:
@@ -134,6 +151,10 @@ def residual_attention(
         for layer in range(first, last + 1)
         if layer in probe.matrices
     ]
+    if pooled:
+        assert adapter.pooling_head is not None and result.pooling is not None
+        top_row = pooling_readout_row(result.pooling, adapter.pooling_head, head_fusion)
+        return matrices, drop_keys(top_row, excluded), layout
     if cls_row_only:
         return matrices, residual_normalise(probe.cls_row, first_row=cls_index), layout
     top_row = matrices[-1][:, cls_index : cls_index + 1]
@@ -208,6 +229,16 @@ class AttentionRollout(MapAttribution):
     which it then spares, so ``k - 1`` are zeroed when CLS→CLS ranks among them; the default
     zeroes ``k`` entries other than CLS→CLS.
 
+    **Pooling heads** (SigLIP, timm ``global_pool="map"``, OpenCLIP's attentional pooler): the
+    output is read by a pooling head's learned query instead of a CLS token, so the map is that
+    query's row composed with the encoder's joint attention,
+    :math:`r\,\hat A^{(L-1)} \cdots \hat A^{(s)}` restricted to the patches, with
+    :math:`r = \mathrm{fuse}_h P_h / \mathrm{sum}` the head-fused attention of the query over
+    the last layer's tokens (averaged over the queries forming the pooled output; rescaled to
+    sum 1, a no-op for mean fusion). The query is not a token of the sequence and has no
+    residual path to it, so :math:`r` gets no identity, and ``discard_ratio`` applies to the
+    encoder layers only.
+
     Args:
         model: any supported vision transformer (or its adapter).
         head_fusion: ``"mean" | "max" | "min"``.
@@ -227,8 +258,9 @@ class AttentionRollout(MapAttribution):
 
     Raises:
         ValueError: for a bad ``head_fusion``, ``discard_ratio`` or ``discard_counting``, a
-            layer out of range, or ``end_layer`` before ``start_layer``.
-        UnsupportedModelError: for a model without a CLS token.
+            layer out of range, ``end_layer`` before ``start_layer``, or an ``end_layer`` other
+            than the last on a model read through a pooling head.
+        UnsupportedModelError: for a model without a CLS token or pooling head.
 
     Examples:
         >>> rollout = AttentionRollout(model, discard_ratio=0.9)  # doctest: +SKIP
@@ -269,7 +301,12 @@ class AttentionRollout(MapAttribution):
                 f"{start_layer} (layer {self.start_layer}); the product runs from start_layer "
                 "up to end_layer"
             )
-        self.cls_index = require_cls_token(self.adapter, type(self).__name__)
+        self.cls_index = readout_cls_index(self.adapter, type(self).__name__)
+        if self.cls_index is None and self.end_layer != self.adapter.num_layers - 1:
+            raise ValueError(
+                f"end_layer={end_layer}: {type(self.model).__name__} is read through its pooling "
+                "head, whose query attends over the last layer only; leave end_layer at -1"
+            )
         self.exclude_tokens = exclude_tokens
 
     def _graph(
@@ -277,7 +314,8 @@ class AttentionRollout(MapAttribution):
     ) -> tuple[list[torch.Tensor], torch.Tensor, TokenLayout]:
         return residual_attention(
             self.adapter, inputs, head_fusion=self.head_fusion, discard_ratio=self.discard_ratio,
-            layers=(self.start_layer, self.end_layer), cls_index=self.cls_index,
+            layers=(self.start_layer, self.end_layer), cls_index=self.adapter.cls_index(),
+            pooled=self.cls_index is None,
             discard_counting=self.discard_counting, whole_last_layer=whole_last_layer,
             excluded=None if self.exclude_tokens is None else self.exclude_tokens(inputs),
         )  # fmt: skip
@@ -314,6 +352,12 @@ class AttentionRollout(MapAttribution):
             >>> maps.cumulative.shape  # (B, layers, H, W)  # doctest: +SKIP
         """
         inputs = self.validate_inputs(inputs)
+        if self.cls_index is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} has no CLS token: a rollout ending below the last "
+                "layer has no row to read (its pooling head attends over the last layer only); "
+                "use attribute() for the pooled rollout"
+            )
         matrices, top_row, layout = self._graph(inputs)
         cumulative = rows_down(matrices, top_row, self.cls_index, every_layer=True)
         cls = self.cls_index

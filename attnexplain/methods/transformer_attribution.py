@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from attnexplain.capture import ModelAdapter, TokenLayout
+from attnexplain.methods._checks import require_cls_token
 from attnexplain.methods._relevance import traced_relevance
 from attnexplain.methods.base import Interpolation, Target, patch_tokens_to_grid
-from attnexplain.methods.gradient_rollout import GradientWeightedRollout, cls_rollout
+from attnexplain.methods.gradient_rollout import GradientWeightedRollout, cls_row, rollout_row
 from attnexplain.relevance import CHEFER_RULES
 
 
@@ -63,6 +64,8 @@ class TransformerAttribution(GradientWeightedRollout):
         interpolation: Interpolation = "bilinear",
     ) -> None:
         super().__init__(model, start_layer=start_layer, interpolation=interpolation)
+        # The relevance rules cover the encoder's attention, not a pooling head's query.
+        self.cls_index = require_cls_token(self.adapter, type(self).__name__)
 
     def patch_maps(self, inputs: torch.Tensor, target: Target) -> tuple[torch.Tensor, TokenLayout]:
         layers = list(range(self.start_layer, self.adapter.num_layers))
@@ -73,5 +76,5 @@ class TransformerAttribution(GradientWeightedRollout):
             (grad * rel).clamp(min=0).mean(dim=1)
             for grad, rel in zip(grads, relevance)  # type: ignore[arg-type]
         ]
-        row = cls_rollout(weights, self.cls_index)
+        row = rollout_row(cls_row(weights[0], self.cls_index), weights)
         return patch_tokens_to_grid(row, trace.layout), trace.layout

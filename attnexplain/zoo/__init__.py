@@ -16,12 +16,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
-from transformers import ViTConfig, ViTForImageClassification
+from transformers import PreTrainedModel, ViTConfig, ViTForImageClassification
 
 from attnexplain.data.base import SegmentationSample
 from attnexplain.data.synthetic import SyntheticShapes
 
-__all__ = ["EMBEDDED_MODELS", "ZOO_DIR", "Preprocess", "default_samples", "load_default"]
+__all__ = [
+    "CLIP_DIR",
+    "EMBEDDED_MODELS",
+    "ZOO_DIR",
+    "Preprocess",
+    "default_samples",
+    "load_default",
+]
 
 ZOO_DIR = Path(__file__).resolve().parent
 WEIGHTS_FILE = "default.safetensors"
@@ -32,6 +39,8 @@ EMBEDDED_MODELS: dict[str, str] = {
     "default": "six-class softmax ViT trained on one-object images (MODEL_CARD.md)",
     "multilabel": "the same ViT with one sigmoid per class, trained on multi-object scenes "
     "(MODEL_CARD_multilabel.md)",
+    "clip": "a small SigLIP-architecture image-text model trained on the multi-object scenes "
+    "(clip/MODEL_CARD.md)",
 }
 """The models shipped in the package, by name, for :func:`load_default`."""
 
@@ -184,22 +193,30 @@ class Preprocess:
         return image.float()
 
 
+#: The embedded image–text model's Hugging Face folder (``load_default("clip")``).
+CLIP_DIR = ZOO_DIR / "clip"
+
+
 def load_default(
     name: str = "default",
     device: str | torch.device = "cpu",
-) -> tuple[ViTForImageClassification, Preprocess]:
+) -> tuple[PreTrainedModel, Preprocess]:
     """Load an embedded model and its preprocessing from the package files (no network).
 
     Args:
-        name: ``"default"`` (softmax over the six classes, trained on one-object images) or
+        name: ``"default"`` (softmax over the six classes, trained on one-object images),
             ``"multilabel"`` (one sigmoid per class, trained on the multi-object scenes of
-            :mod:`attnexplain.data.scenes`); see :data:`EMBEDDED_MODELS`.
+            :mod:`attnexplain.data.scenes`) or ``"clip"`` (a small SigLIP-architecture
+            image–text model trained on those scenes, which answers queries such as "the red
+            star"; its tokenizer is saved with it, so text prompts are plain strings); see
+            :data:`EMBEDDED_MODELS` and each model's card.
         device: where to put the model.
 
     Returns:
-        ``(model, preprocess)``: the ``ViTForImageClassification`` in eval mode, whose logits are
-        ``(B, 6)`` over :data:`attnexplain.data.synthetic.CLASS_NAMES`, and the
-        :class:`Preprocess` it was trained with.
+        ``(model, preprocess)``: for ``"default"`` and ``"multilabel"`` the
+        ``ViTForImageClassification`` in eval mode, whose logits are ``(B, 6)`` over
+        :data:`attnexplain.data.synthetic.CLASS_NAMES`; for ``"clip"`` the ``SiglipModel`` in
+        eval mode; and the :class:`Preprocess` the model was trained with.
 
     Raises:
         ValueError: if ``name`` is not an embedded model.
@@ -215,6 +232,11 @@ def load_default(
         raise ValueError(
             f"unknown embedded model {name!r}{hint}; choose from {', '.join(EMBEDDED_MODELS)}"
         )
+    if name == "clip":
+        from transformers import SiglipModel
+
+        model = SiglipModel.from_pretrained(CLIP_DIR).to(device).eval()
+        return model, Preprocess.from_json(CLIP_DIR / PREPROCESSOR_FILE)
     weights, config_file, preprocessor = model_files(name)
     config = ViTConfig.from_json_file(ZOO_DIR / config_file)
     model = ViTForImageClassification(config)

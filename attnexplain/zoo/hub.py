@@ -80,9 +80,10 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Modul
     """Load a model and its preprocessing.
 
     Args:
-        spec: ``"default"`` or ``"multilabel"`` (the embedded models), ``"timm:NAME"`` /
-            ``"timm/NAME"`` (timm, pretrained weights from its cache), a local folder with a
-            Hugging Face ``config.json``, or a Hugging Face hub id.
+        spec: ``"default"``, ``"multilabel"`` or ``"clip"`` (the embedded models, see
+            :data:`~attnexplain.zoo.EMBEDDED_MODELS`), ``"timm:NAME"`` / ``"timm/NAME"`` (timm,
+            pretrained weights from its cache), a local folder with a Hugging Face
+            ``config.json``, or a Hugging Face hub id.
         device: where to put the model.
 
     Returns:
@@ -92,7 +93,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Modul
         ModelLoadError: if the model cannot be loaded (with what to do about it).
     """
     if spec in EMBEDDED_MODELS:
-        return load_default(spec, device)
+        return load_default(spec, device=device)
     if spec.startswith(TIMM_PREFIXES):
         return _load_timm(spec.split(":", 1)[-1] if spec.startswith("timm:") else spec, device)
     path = Path(spec)

@@ -131,14 +131,16 @@ def test_cls_methods_refuse_models_without_cls_token(fresh_family):
     assert MeanAttentionDistance(model).attribute(torch.randn(1, 3, 32, 32)).shape == (1, 3, 4)
 
 
-def test_multimodal_model_is_refused_with_a_pointer_to_the_vision_tower():
+def test_unsupported_multimodal_model_is_refused_with_a_pointer_to_the_vision_tower():
+    # CLIPModel and SiglipModel are explained whole (tests/methods/test_targets.py); a model
+    # with another kind of text tower is refused.
     import transformers as tf
 
-    config = tf.CLIPConfig(
+    config = tf.BlipConfig(
         vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
                            num_attention_heads=4, intermediate_size=64),
         text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                         intermediate_size=64),
+                         intermediate_size=64, vocab_size=100),
     )  # fmt: skip
-    with pytest.raises(UnsupportedModelError, match="vision_model"):
-        RawCLSAttention(tf.CLIPModel(config))
+    with pytest.raises(UnsupportedModelError, match=r"has a text_encoder.*model\.vision_model"):
+        RawCLSAttention(tf.BlipForImageTextRetrieval(config))

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from attnexplain.capture import UnsupportedModelError, resolve_adapter
-from attnexplain.methods._gradients import target_scores
 from attnexplain.methods.attnlrp import AttnLRP
 from attnexplain.methods.base import ViTAttribution
 from attnexplain.methods.lrp import LRP, PartialLRP
+from attnexplain.methods.targets import target_scores
 from attnexplain.methods.transformer_attribution import TransformerAttribution
 from attnexplain.relevance import (
     CHEFER_RULES,
@@ -169,7 +169,7 @@ def test_gradient_pass_and_forward_equal_plain_autograd(name):
     with torch.no_grad():
         plain = adapter.logits(adapter.forward(x))
     torch.testing.assert_close(adapter.logits(trace.output), plain, rtol=1e-4, atol=1e-5)
-    scores = target_scores(explainer, trace.output, targets)
+    scores = target_scores(explainer.adapter, trace.output, targets)
     ours = trace.gradient(scores, trace.attention)
     for layer, (attention, grad, got_a, got_g) in enumerate(
         zip(attentions, grads, trace.attention, ours)
@@ -190,7 +190,7 @@ def test_chefer_rules_conserve_the_relevance_reaching_the_first_block(name):
         trace = trace_relevance(adapter, CHEFER_RULES, x.clone().requires_grad_(True))
     finally:
         handle.remove()
-    scores = target_scores(explainer, trace.output, [1, 3])
+    scores = target_scores(explainer.adapter, trace.output, [1, 3])
     (relevance,) = trace.relevance(scores, [captured[0]])
     torch.testing.assert_close(relevance.flatten(1).sum(1), torch.ones(2), rtol=1e-4, atol=1e-4)
 
@@ -276,7 +276,7 @@ def test_attnlrp_starts_from_each_samples_logit():
     adapter = resolve_adapter(model)
     leaf = x.clone().requires_grad_(True)
     trace = trace_relevance(adapter, attnlrp_rules(1e-9, conservative_attention=True), leaf)
-    scores = target_scores(cp, trace.output, [1, 3])
+    scores = target_scores(cp.adapter, trace.output, [1, 3])
     (unit,) = trace.relevance(scores, [leaf])
     torch.testing.assert_close(
         cp.attribute(x, target=[1, 3]), unit.sum(1, keepdim=True) * logits[:, None, None, None]
@@ -369,15 +369,14 @@ def test_degenerate_images_give_finite_maps(method):
         assert torch.isfinite(method(model).attribute(image, target=0)).all()
 
 
-def test_multimodal_models_are_still_refused_but_clip_classifiers_accepted():
+def test_clip_models_get_their_image_text_adapter_and_clip_classifiers_the_vision_one():
     import transformers as tf
 
     text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
     vision = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1,
                   num_attention_heads=4, intermediate_size=64)  # fmt: skip
     clip = tf.CLIPModel(tf.CLIPConfig(vision_config=vision, text_config=text))
-    with pytest.raises(UnsupportedModelError, match="multi-modal model"):
-        resolve_adapter(clip)
+    assert resolve_adapter(clip).has_text_tower
     assert isinstance(TransformerAttribution(model_of("hf_clip_head")), ViTAttribution)
 
 

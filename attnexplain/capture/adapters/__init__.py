@@ -7,6 +7,7 @@ from torch import nn
 from attnexplain.capture.adapters.base import (
     SUPPORTED_FAMILIES,
     ModelAdapter,
+    PoolingHead,
     find_attention_modules,
     find_blocks,
     find_patch_embedding,
@@ -14,10 +15,22 @@ from attnexplain.capture.adapters.base import (
 )
 from attnexplain.capture.adapters.custom import CustomAdapter
 from attnexplain.capture.adapters.hf import HFAdapter
+from attnexplain.capture.adapters.hf_clip import HFImageTextAdapter, HFSiglipVisionAdapter
+from attnexplain.capture.adapters.image_text import ImageTextAdapter, cosine_logits
+from attnexplain.capture.adapters.open_clip import OpenCLIPAdapter, OpenCLIPVisionAdapter
 from attnexplain.capture.adapters.timm import TimmAdapter
 from attnexplain.capture.adapters.torchvision import TorchvisionAdapter
 
-_FAMILIES: tuple[type[ModelAdapter], ...] = (HFAdapter, TimmAdapter, TorchvisionAdapter)
+# Most specific first: the image–text and SigLIP adapters take models HFAdapter would refuse.
+_FAMILIES: tuple[type[ModelAdapter], ...] = (
+    HFImageTextAdapter,
+    HFSiglipVisionAdapter,
+    HFAdapter,
+    TimmAdapter,
+    TorchvisionAdapter,
+    OpenCLIPAdapter,
+    OpenCLIPVisionAdapter,
+)
 
 
 def resolve_adapter(model: nn.Module | ModelAdapter) -> ModelAdapter:
@@ -47,9 +60,16 @@ __all__ = [
     "SUPPORTED_FAMILIES",
     "CustomAdapter",
     "HFAdapter",
+    "HFImageTextAdapter",
+    "HFSiglipVisionAdapter",
+    "ImageTextAdapter",
     "ModelAdapter",
+    "OpenCLIPAdapter",
+    "OpenCLIPVisionAdapter",
+    "PoolingHead",
     "TimmAdapter",
     "TorchvisionAdapter",
+    "cosine_logits",
     "find_attention_modules",
     "find_blocks",
     "find_patch_embedding",

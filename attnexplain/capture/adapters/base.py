@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -14,9 +16,10 @@ from attnexplain.capture.errors import UnsupportedModelError
 _QKV_NAME_SETS = (("q_proj", "k_proj", "v_proj"), ("query", "key", "value"))
 
 SUPPORTED_FAMILIES = (
-    "Hugging Face ViT, DeiT (incl. distilled), DINO, DINOv2 (incl. registers), CLIP vision; "
-    "timm VisionTransformer; torchvision VisionTransformer; custom modules following the "
-    "protocol in attnexplain.capture.adapters.custom"
+    "Hugging Face ViT, DeiT (incl. distilled), DINO, DINOv2 (incl. registers), CLIP vision, "
+    "SigLIP vision, CLIPModel and SiglipModel; timm VisionTransformer (incl. SigLIP's "
+    "attention pooling); torchvision VisionTransformer; OpenCLIP VisionTransformer and CLIP "
+    "models; custom modules following the protocol in attnexplain.capture.adapters.custom"
 )
 
 
@@ -24,13 +27,19 @@ def is_attention_module(module: nn.Module) -> bool:
     """Whether ``module`` is a self-attention module, judged by its structure.
 
     Matches ``nn.MultiheadAttention``, modules with ``q_proj/k_proj/v_proj`` or ``query/key/value``
-    linear children, modules with a fused ``qkv`` linear, and any module carrying the attribute
+    linear children, modules with a fused ``qkv`` linear, modules laid out like
+    ``nn.MultiheadAttention`` (an ``in_proj_weight`` parameter and an ``out_proj`` linear, e.g.
+    OpenCLIP's ``Attention``), and any module carrying the attribute
     ``attnexplain_attention = True``.
     """
     if getattr(module, "attnexplain_attention", False) or isinstance(module, nn.MultiheadAttention):
         return True
     children = dict(module.named_children())
     if isinstance(children.get("qkv"), nn.Linear):
+        return True
+    if isinstance(getattr(module, "in_proj_weight", None), nn.Parameter) and isinstance(
+        children.get("out_proj"), nn.Linear
+    ):
         return True
     return any(
         all(isinstance(children.get(name), nn.Linear) for name in names) for names in _QKV_NAME_SETS
@@ -105,11 +114,40 @@ def find_blocks(model: nn.Module, attention_modules: list[nn.Module]) -> list[nn
     return blocks
 
 
+def _leading_matrix(output: Any) -> torch.Tensor | None:
+    """The output (or its first element) when it is a ``(B, K)`` tensor, else ``None``."""
+    if isinstance(output, tuple | list):
+        output = output[0]
+    return output if isinstance(output, torch.Tensor) and output.dim() == 2 else None
+
+
+@dataclass(frozen=True)
+class PoolingHead:
+    """An attention-pooling head: learned queries that read the encoder's tokens.
+
+    SigLIP's multi-head attention pooling (MAP) head, timm's ``AttentionPoolLatent`` and
+    OpenCLIP's ``AttentionalPooler`` form the model's pooled output from the attention of learned
+    queries (not tokens of the sequence) over the last layer's tokens. Their attention rows are
+    what a CLS row is for a CLS-token model: the row the output is read from.
+
+    Attributes:
+        attention: the module computing the queries' attention (it calls
+            ``F.scaled_dot_product_attention`` or ``F.multi_head_attention_forward``).
+        queries: which of its queries form the pooled output; their rows are averaged.
+    """
+
+    attention: nn.Module
+    queries: slice = field(default_factory=lambda: slice(0, 1))
+
+
 class ModelAdapter:
     """How to run one model family and read its token layout.
 
     Subclasses override only what differs from a plain ViT: ``matches`` (which models they take),
-    the temporary switches they need, how the model is called and where its logits are.
+    the temporary switches they need, how the model is called and where its logits are. What a
+    target scores (:mod:`attnexplain.methods.targets`) is read from the model's output through
+    :meth:`logits`, :meth:`label_names`, :meth:`embedding`, and for image–text models
+    :meth:`encode_text` and :meth:`image_text_logits`.
 
     Args:
         model: the model to adapt.
@@ -139,7 +177,7 @@ class ModelAdapter:
                 "nn.MultiheadAttention and modules with q_proj/k_proj/v_proj, query/key/value or "
                 f"qkv linear layers. Supported: {SUPPORTED_FAMILIES}."
             )
-        self.patch_embedding = find_patch_embedding(model)
+        self.patch_embedding = self._find_patch_embedding()
         if self.patch_embedding is None:
             raise UnsupportedModelError(
                 f"{type(model).__name__} has no patch embedding: searched for a Conv2d whose "
@@ -153,6 +191,9 @@ class ModelAdapter:
 
     def _find_attention_modules(self) -> list[nn.Module]:
         return find_attention_modules(self.model)
+
+    def _find_patch_embedding(self) -> nn.Conv2d | None:
+        return find_patch_embedding(self.model)
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -177,6 +218,15 @@ class ModelAdapter:
     def cls_index(self) -> int | None:
         """Position of the CLS token, ``None`` when the model has none."""
         return 0
+
+    @property
+    def pooling_head(self) -> PoolingHead | None:
+        """The attention-pooling head the output is read through, ``None`` when there is none.
+
+        Its attention module is not one of :attr:`attention_modules` (its queries are not
+        tokens of the sequence); the capture reads it on request.
+        """
+        return None
 
     def check_input_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` when the model cannot run at ``(height, width)``."""
@@ -227,11 +277,82 @@ class ModelAdapter:
         Raises:
             UnsupportedModelError: when the model has no classification head.
         """
-        if isinstance(output, tuple | list):
-            output = output[0]
-        if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        matrix = _leading_matrix(output)
+        if matrix is None:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__} returned no (B, classes) logits; gradient methods "
                 "and targets need a classification head"
             )
-        return output
+        return matrix
+
+    def label_names(self) -> Sequence[str] | None:
+        """Class names by index (e.g. Hugging Face ``config.id2label``), ``None`` when unknown."""
+        return None
+
+    def embedding(self, output: Any) -> torch.Tensor:
+        """The pooled image embedding ``(B, D)`` in the model's output.
+
+        By default the output itself (or its first element) when it is a ``(B, D)`` tensor: what
+        a backbone without head returns.
+
+        Raises:
+            UnsupportedModelError: when the output holds no pooled embedding.
+        """
+        matrix = _leading_matrix(output)
+        if matrix is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} returned no (B, D) pooled embedding; embedding and "
+                "reference-image targets need a backbone whose output is its pooled embedding"
+            )
+        return matrix
+
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings ``(B, D)`` of a batch, without gradients (reference images).
+
+        Args:
+            images: ``(B, C, H, W)`` batch, preprocessed like the inputs.
+
+        Returns:
+            ``(B, D)`` detached embeddings.
+        """
+        with torch.no_grad(), ExitStack() as stack:
+            self.enter(stack, images)
+            return self.embedding(self.forward(images)).detach()
+
+    @property
+    def has_text_tower(self) -> bool:
+        """Whether :meth:`encode_text` works: the model is an image–text model."""
+        return False
+
+    def encode_text(self, prompts: Sequence[str], tokenizer: Any = None) -> torch.Tensor:
+        """Text embeddings ``(T, D)`` of ``prompts``, without gradients.
+
+        Args:
+            prompts: the texts.
+            tokenizer: the model's tokenizer, ``None`` for the one the adapter finds itself.
+
+        Raises:
+            UnsupportedModelError: for a model without a text tower.
+            ValueError: for a prompt longer than the text model's context.
+        """
+        raise self._no_text_tower()
+
+    def image_text_logits(self, output: Any, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """The model's own image–text logits ``(B, T)``.
+
+        Args:
+            output: the model's output (see :meth:`forward`).
+            text_embeddings: ``(T, D)`` from :meth:`encode_text`.
+
+        Raises:
+            UnsupportedModelError: for a model without a text tower.
+        """
+        raise self._no_text_tower()
+
+    def _no_text_tower(self) -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"{type(self.model).__name__} has no text tower, so a text prompt cannot be scored: "
+            "prompts need an image–text model (Hugging Face CLIPModel or SiglipModel, an "
+            "OpenCLIP model); explain this model with a class index or label name, or an "
+            "Embedding / ReferenceImage target"
+        )

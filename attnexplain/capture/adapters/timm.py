@@ -4,7 +4,9 @@ timm reads its fused-attention setting per module at construction; a non-fused m
 attention with explicit matmuls and returns no probabilities, so the capture turns ``fused_attn``
 on for the duration of the call (the kernel it then calls is the one the capture streams) and
 restores each module's own value afterwards. Other input sizes use timm's ``dynamic_img_size``
-path, switched on temporarily the same way.
+path, switched on temporarily the same way. SigLIP-style models (``global_pool="map"``) pool
+with an ``AttentionPoolLatent`` whose learned latent query is the model's
+:attr:`~TimmAdapter.pooling_head`; its ``fused_attn`` is switched on for the call too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnexplain.capture.adapters.base import ModelAdapter
+from attnexplain.capture.adapters.base import ModelAdapter, PoolingHead
 from attnexplain.capture.errors import UnsupportedModelError
 
 
@@ -46,8 +48,19 @@ class TimmAdapter(ModelAdapter):
                 "which timm's ViT requires; resize or pad the image to a multiple of the patch"
             )
 
+    @property
+    def pooling_head(self) -> PoolingHead | None:
+        pool = getattr(self.model, "attn_pool", None)
+        if not isinstance(getattr(pool, "latent", None), nn.Parameter):
+            return None
+        # pool="token" reads the first latent query's output, "avg" the mean over all of them.
+        queries = slice(0, 1) if getattr(pool, "pool", "token") == "token" else slice(None)
+        return PoolingHead(pool, queries)
+
     def enter(self, stack: ExitStack, inputs: torch.Tensor) -> None:
-        for module in self.attention_modules:
+        pooling = self.pooling_head
+        extra = [] if pooling is None else [pooling.attention]
+        for module in [*self.attention_modules, *extra]:
             if hasattr(module, "fused_attn"):
                 _set_temporarily(stack, module, "fused_attn", True)
         patch_embed = getattr(self.model, "patch_embed", None)
@@ -77,3 +90,12 @@ class TimmAdapter(ModelAdapter):
                 "methods and targets need a classifier"
             )
         return super().logits(output)
+
+    def embedding(self, output: Any) -> torch.Tensor:
+        if getattr(self.model, "num_classes", 0) != 0:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__}'s output is its class logits, not its pooled "
+                "embedding; for embedding and reference-image targets build it with "
+                "num_classes=0 (or call model.reset_classifier(0))"
+            )
+        return super().embedding(output)
