@@ -19,29 +19,83 @@ Examples:
 
 from __future__ import annotations
 
-from attnexplain.benchmark.recipes import RECIPES, Recipe, get_recipe
-from attnexplain.benchmark.registry import METHODS, DatasetChoice, open_dataset
-from attnexplain.benchmark.report import compare_runs, load_examples, summarise, write_report
-from attnexplain.benchmark.runner import (
-    BenchmarkConfig,
-    BenchmarkRun,
-    has_classification_head,
-    run_benchmark,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "METHODS",
-    "RECIPES",
-    "BenchmarkConfig",
-    "BenchmarkRun",
-    "DatasetChoice",
-    "Recipe",
-    "compare_runs",
-    "get_recipe",
-    "has_classification_head",
-    "load_examples",
-    "open_dataset",
-    "run_benchmark",
-    "summarise",
-    "write_report",
-]
+#: Public name -> the module that defines it. Imported on first use, so that the command line
+#: can register ``attnexplain benchmark`` without importing torch (``--help`` stays fast).
+_EXPORTS = {
+    "RECIPES": "attnexplain.benchmark.recipes",
+    "Recipe": "attnexplain.benchmark.recipes",
+    "get_recipe": "attnexplain.benchmark.recipes",
+    "METHODS": "attnexplain.benchmark.registry",
+    "DatasetChoice": "attnexplain.benchmark.registry",
+    "open_dataset": "attnexplain.benchmark.registry",
+    "compare_runs": "attnexplain.benchmark.report",
+    "load_examples": "attnexplain.benchmark.report",
+    "summarise": "attnexplain.benchmark.report",
+    "write_report": "attnexplain.benchmark.report",
+    "BenchmarkConfig": "attnexplain.benchmark.runner",
+    "BenchmarkRun": "attnexplain.benchmark.runner",
+    "has_classification_head": "attnexplain.benchmark.runner",
+    "run_benchmark": "attnexplain.benchmark.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from attnexplain.benchmark.recipes import (
+        RECIPES as RECIPES,
+    )
+    from attnexplain.benchmark.recipes import (
+        Recipe as Recipe,
+    )
+    from attnexplain.benchmark.recipes import (
+        get_recipe as get_recipe,
+    )
+    from attnexplain.benchmark.registry import (
+        METHODS as METHODS,
+    )
+    from attnexplain.benchmark.registry import (
+        DatasetChoice as DatasetChoice,
+    )
+    from attnexplain.benchmark.registry import (
+        open_dataset as open_dataset,
+    )
+    from attnexplain.benchmark.report import (
+        compare_runs as compare_runs,
+    )
+    from attnexplain.benchmark.report import (
+        load_examples as load_examples,
+    )
+    from attnexplain.benchmark.report import (
+        summarise as summarise,
+    )
+    from attnexplain.benchmark.report import (
+        write_report as write_report,
+    )
+    from attnexplain.benchmark.runner import (
+        BenchmarkConfig as BenchmarkConfig,
+    )
+    from attnexplain.benchmark.runner import (
+        BenchmarkRun as BenchmarkRun,
+    )
+    from attnexplain.benchmark.runner import (
+        has_classification_head as has_classification_head,
+    )
+    from attnexplain.benchmark.runner import (
+        run_benchmark as run_benchmark,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'attnexplain.benchmark' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
