@@ -2,7 +2,8 @@
 
 For every batch of images the runner
 
-1. resizes the ``[0, 1]`` images to the model's input size and normalises them with the model's
+1. resizes the whole ``[0, 1]`` images to the model's input size (no crop, so that maps and masks
+   cover the same pixels) and normalises them with the model's
    :class:`~attnexplain.zoo.Preprocess` (one batched forward gives the predicted classes);
 2. asks each method for its maps on the batch (one batched call per method);
 3. scores every map with the localisation metrics and, for a model with a classification head,
@@ -296,7 +297,7 @@ class _Session:
             for name in self.methods
         }
         faithfulness = FaithfulnessContext(
-            forward=lambda images: self.adapter.logits_forward(preprocess(images)),
+            forward=lambda images: self.adapter.logits_forward(preprocess.normalize(images)),
             patch_size=self.adapter.patch_size[0],
             steps=config.faithfulness_steps,
             batch_size=config.batch_size,
@@ -333,7 +334,9 @@ class _Session:
         samples = [self.dataset.data[i] for i in indices]
         ids = [str(s.image_id) for s in samples]
         images = _model_images(samples, self.size).to(self.device)
-        inputs = self.preprocess(images)
+        # The images are already at the model's size: normalise only (no model-style crop,
+        # so that maps cover the same pixels as the masks).
+        inputs = self.preprocess.normalize(images)
         predicted = target = None
         if self.has_head:
             with torch.no_grad():
