@@ -104,6 +104,8 @@ class BenchmarkConfig:
         seed: seed of the random baseline.
         progress: show a progress bar on stderr.
         model_name: how the report names the model.
+        dropped: methods or metrics the caller left out, with the reason (recorded in
+            ``run.json`` as ``dropped``, so a run never loses a method without saying why).
 
     Raises:
         ValueError: on a non-positive ``batch_size``, ``limit`` or ``faithfulness_steps``, a
@@ -122,6 +124,7 @@ class BenchmarkConfig:
     seed: int = 0
     progress: bool = True
     model_name: str = "model"
+    dropped: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "faithfulness_steps"):
@@ -492,9 +495,42 @@ def _check_fingerprint(meta: dict[str, Any], fingerprint: dict[str, Any], out_di
     )
 
 
-def _read_meta(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+#: Fields of ``run.json`` a resumed run reads, and the JSON type each must have.
+_META_TYPES: dict[str, type] = {
+    "fingerprint": dict,
+    "methods": list,
+    "sessions": list,
+    "dropped": dict,
+}
+
+
+def read_meta(out_dir: str | Path) -> dict[str, Any]:
+    """The ``run.json`` of a run folder (``{}`` when there is none yet).
+
+    Raises:
+        ValueError: if the file is not a JSON object of the fields a run writes (the message
+            names the file and what to do; the file is left as it is).
+    """
+    path = Path(out_dir) / META_FILE
+    if not path.is_file():
+        return {}
+    fix = (
+        "move it away to resume from the rows in results.jsonl (a new run.json is written), "
+        "or choose another --out folder"
+    )
+    try:
+        meta = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} holds a JSON {type(meta).__name__}, not a run record; {fix}")
+    for key, kind in _META_TYPES.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise ValueError(
+                f"{path}: field {key!r} is a {type(meta[key]).__name__}, expected a JSON "
+                f"{'object' if kind is dict else 'array'}; {fix}"
+            )
+    return meta
 
 
 def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
@@ -545,7 +581,9 @@ def run_benchmark(
     try:
         with _eval_mode(model):
             session = _Session(model, preprocess, dataset, config)
-            meta = _read_meta(out)
+            meta = read_meta(out)
+            # Corrupt rows fail here, before run.json is touched: nothing written is changed.
+            read_rows(result_files(out))
             _check_fingerprint(meta, session.fingerprint(), out)
             total = min(config.limit or len(dataset.data), len(dataset.data))
             if rank == 0:
@@ -559,6 +597,7 @@ def run_benchmark(
                     method_kinds={n: spec.kind for n, spec in METHODS.items()},
                     has_head=session.has_head,
                     config={"batch_size": config.batch_size, "limit": config.limit},
+                    dropped={**meta.get("dropped", {}), **config.dropped},
                 )
                 # The session is recorded now and updated after every batch, so the wall time
                 # of a session that is killed still counts in the report.
