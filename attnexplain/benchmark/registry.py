@@ -12,6 +12,7 @@ seeds itself from them, so its map of an image never depends on batching or shar
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,10 @@ class MethodSpec:
         build: ``build(context, **options) -> explain``.
         description: one line for ``--help`` and the report.
         per_head: maps have ``K = heads`` (scored only by per-head metrics).
+        attribution: the attribution class ``build`` constructs, if any; its constructor's
+            keyword arguments are the method's options (``attnexplain explain --layer ...`` passes
+            a flag only to the methods whose constructor takes it).
+        fixed: constructor arguments ``build`` sets itself, so they are not options.
     """
 
     name: str
@@ -92,6 +97,17 @@ class MethodSpec:
     build: Callable[..., ExplainFn]
     description: str
     per_head: bool = False
+    attribution: type | None = None
+    fixed: tuple[str, ...] = ()
+
+    def options(self) -> dict[str, inspect.Parameter]:
+        """The options a caller may pass to ``build``: ``attribution``'s constructor parameters
+        after ``model``, without ``fixed`` (none without an ``attribution`` class)."""
+        if self.attribution is None:
+            return {}
+        parameters = list(inspect.signature(self.attribution).parameters.values())[1:]
+        keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return {p.name: p for p in parameters if p.kind in keyword and p.name not in self.fixed}
 
     @property
     def needs_head(self) -> bool:
@@ -189,14 +205,38 @@ def _centre(context: MethodContext, **options: Any) -> ExplainFn:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("raw", "attention", _raw, "last layer's CLS attention, mean over heads"),
         MethodSpec(
-            "raw_heads", "attention", _raw_heads, "last layer's CLS attention per head", True
+            "raw",
+            "attention",
+            _raw,
+            "last layer's CLS attention, mean over heads",
+            attribution=RawCLSAttention,
         ),
-        MethodSpec("rollout", "attention", _rollout, "attention rollout (Abnar & Zuidema 2020)"),
-        MethodSpec("gradcam", "gradient", _gradcam, "Grad-CAM on the ViT's tokens"),
         MethodSpec(
-            "grad_rollout", "gradient", _grad_rollout, "gradient-weighted attention rollout"
+            "raw_heads",
+            "attention",
+            _raw_heads,
+            "last layer's CLS attention per head",
+            True,
+            attribution=RawCLSAttention,
+            fixed=("head_fusion",),
+        ),
+        MethodSpec(
+            "rollout",
+            "attention",
+            _rollout,
+            "attention rollout (Abnar & Zuidema 2020)",
+            attribution=AttentionRollout,
+        ),
+        MethodSpec(
+            "gradcam", "gradient", _gradcam, "Grad-CAM on the ViT's tokens", attribution=GradCAM
+        ),
+        MethodSpec(
+            "grad_rollout",
+            "gradient",
+            _grad_rollout,
+            "gradient-weighted attention rollout",
+            attribution=GradientWeightedRollout,
         ),
         MethodSpec("saliency", "captum", _saliency, "Captum Saliency, max |grad| over channels"),
         MethodSpec(
