@@ -7,8 +7,9 @@ Captum until a name that needs them is touched.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from attnexplain._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -29,50 +30,21 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:  # static analysers and IDEs see the names without the lazy table
-    from attnexplain.capture import (
-        CustomAdapter as CustomAdapter,
+if TYPE_CHECKING:  # static analysers see the names without the lazy table
+    from attnexplain.capture import (  # noqa: F401
+        CustomAdapter,
+        ModelAdapter,
+        TokenLayout,
+        UnsupportedModelError,
+        resolve_adapter,
     )
-    from attnexplain.capture import (
-        ModelAdapter as ModelAdapter,
-    )
-    from attnexplain.capture import (
-        TokenLayout as TokenLayout,
-    )
-    from attnexplain.capture import (
-        UnsupportedModelError as UnsupportedModelError,
-    )
-    from attnexplain.capture import (
-        resolve_adapter as resolve_adapter,
-    )
-    from attnexplain.methods import (
-        AttentionRollout as AttentionRollout,
-    )
-    from attnexplain.methods import (
-        GradCAM as GradCAM,
-    )
-    from attnexplain.methods import (
-        GradientWeightedRollout as GradientWeightedRollout,
-    )
-    from attnexplain.methods import (
-        MeanAttentionDistance as MeanAttentionDistance,
-    )
-    from attnexplain.methods import (
-        RawCLSAttention as RawCLSAttention,
-    )
-    from attnexplain.methods import (
-        forward_function as forward_function,
+    from attnexplain.methods import (  # noqa: F401
+        AttentionRollout,
+        GradCAM,
+        GradientWeightedRollout,
+        MeanAttentionDistance,
+        RawCLSAttention,
+        forward_function,
     )
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'attnexplain' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

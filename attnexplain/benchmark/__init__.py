@@ -19,8 +19,9 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from attnexplain._lazy import lazy_exports
 
 #: Public name -> the module that defines it. Imported on first use, so that the command line
 #: can register ``attnexplain benchmark`` without importing torch (``--help`` stays fast).
@@ -43,59 +44,28 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
-    from attnexplain.benchmark.recipes import (
-        RECIPES as RECIPES,
+if TYPE_CHECKING:  # static analysers see the names without the lazy table
+    from attnexplain.benchmark.recipes import (  # noqa: F401
+        RECIPES,
+        Recipe,
+        get_recipe,
     )
-    from attnexplain.benchmark.recipes import (
-        Recipe as Recipe,
+    from attnexplain.benchmark.registry import (  # noqa: F401
+        METHODS,
+        DatasetChoice,
+        open_dataset,
     )
-    from attnexplain.benchmark.recipes import (
-        get_recipe as get_recipe,
+    from attnexplain.benchmark.report import (  # noqa: F401
+        compare_runs,
+        load_examples,
+        summarise,
+        write_report,
     )
-    from attnexplain.benchmark.registry import (
-        METHODS as METHODS,
-    )
-    from attnexplain.benchmark.registry import (
-        DatasetChoice as DatasetChoice,
-    )
-    from attnexplain.benchmark.registry import (
-        open_dataset as open_dataset,
-    )
-    from attnexplain.benchmark.report import (
-        compare_runs as compare_runs,
-    )
-    from attnexplain.benchmark.report import (
-        load_examples as load_examples,
-    )
-    from attnexplain.benchmark.report import (
-        summarise as summarise,
-    )
-    from attnexplain.benchmark.report import (
-        write_report as write_report,
-    )
-    from attnexplain.benchmark.runner import (
-        BenchmarkConfig as BenchmarkConfig,
-    )
-    from attnexplain.benchmark.runner import (
-        BenchmarkRun as BenchmarkRun,
-    )
-    from attnexplain.benchmark.runner import (
-        has_classification_head as has_classification_head,
-    )
-    from attnexplain.benchmark.runner import (
-        run_benchmark as run_benchmark,
+    from attnexplain.benchmark.runner import (  # noqa: F401
+        BenchmarkConfig,
+        BenchmarkRun,
+        has_classification_head,
+        run_benchmark,
     )
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'attnexplain.benchmark' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,23 +19,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from attnexplain.cli.errors import Parser, run_command
+from attnexplain.cli.errors import Parser, positive_int, run_command
 from attnexplain.cli.listing import add_listing, method_table
 
 PROG = "attnexplain benchmark"
 DEFAULT_METHODS = ("raw", "raw_heads", "rollout", "gradcam", "grad_rollout")
 DESCRIPTION = "Score methods x metrics on a dataset; resumable; shards under torchrun."
 NO_HEAD = "the model has no classification head"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _names() -> str:
@@ -90,8 +80,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--recipe", default=None, help="settings of a published table (see --list)")
     add("--out", required=True, help="run folder: results, report and figures go here")
-    add("--limit", type=_positive_int, default=None, help="score only the first N images")
-    add("--batch-size", type=_positive_int, default=16, help="images per model call")
+    add("--limit", type=positive_int, default=None, help="score only the first N images")
+    add("--batch-size", type=positive_int, default=16, help="images per model call")
     add("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     add(
         "--target",
@@ -101,7 +91,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--steps",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="the most deletion / insertion steps (capped at the patch count)",
     )

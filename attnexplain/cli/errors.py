@@ -31,6 +31,17 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a positive integer, or argparse's one-line error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def one_line(message: object) -> str:
     """``message`` with every run of whitespace (newlines included) collapsed to one space."""
     return " ".join(str(message).split())
@@ -41,6 +52,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from attnexplain.capture.errors import UnsupportedModelError
     from attnexplain.zoo.hub import ModelLoadError
 
+    # ImportError: an optional dependency is missing (the loaders name the extra to install).
     return (UsageError, ValueError, OSError, ImportError, ModelLoadError, UnsupportedModelError)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnexplain.cli.errors import UsageError
+from attnexplain.cli.errors import UsageError, positive_int
 from attnexplain.cli.listing import add_listing, method_table
 
 #: The mean-attention-distance plot, chosen like a method (it is not a map method).
@@ -94,21 +94,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add("--out", default="attnexplain-out", help="output folder (created)")
     add("--format", choices=("png", "jpg"), default="png", help="figure format")
     add("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, mps")
-    add("--batch-size", type=_positive_int, default=8, help="images per model call")
+    add("--batch-size", type=positive_int, default=8, help="images per model call")
     add("--no-progress", action="store_true", help="no progress bar")
     add_listing(explain, "--list-methods", _list_methods, "list the methods and their options")
     explain.set_defaults(handler=run_explain)
     return explain
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 # -- inputs -------------------------------------------------------------------------------------
