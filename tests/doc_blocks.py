@@ -1,8 +1,10 @@
 """Run the fenced ``python`` and ``bash`` blocks of a Markdown page, as written, in order.
 
-Used by ``tests/test_doc_blocks.py`` (one subprocess per page: ``python -m tests.doc_blocks
-PAGE WORKDIR``). Python blocks share one namespace, in page order; bash blocks run in ``bash -e
--o pipefail`` with the installed console scripts first on ``PATH``; all of them in ``WORKDIR``.
+Used by ``tests/test_doc_blocks.py`` as ``python -m tests.doc_blocks PAGE [PAGE ...] WORKDIR``: a
+page with bash blocks runs in a subprocess of its own, the pages with python blocks only share
+one (which pays for importing torch once). A page's python blocks share one namespace, in page
+order; bash blocks run in ``bash -e -o pipefail`` with the installed console scripts first on
+``PATH``; all of them in ``WORKDIR``.
 A block that fails stops the page with the page and line in the message.
 
 Markers: HTML comments on the lines right above a fence (invisible in the rendered page).
@@ -180,5 +182,12 @@ def run_page(page: Path, workdir: Path) -> int:
     return 0
 
 
+def main(arguments: list[str]) -> int:
+    """``PAGE [PAGE ...] WORKDIR``: run the pages one after the other, each in its own namespace;
+    1 at the first failure."""
+    *pages, workdir = (Path(a).resolve() for a in arguments)
+    return max((run_page(page, workdir) for page in pages), default=0)
+
+
 if __name__ == "__main__":
-    sys.exit(run_page(Path(sys.argv[1]).resolve(), Path(sys.argv[2]).resolve()))
+    sys.exit(main(sys.argv[1:]))

@@ -46,7 +46,11 @@ def _relative(page: Path) -> str:
 
 
 ALL_BLOCKS = [block for page in PAGES for block in blocks(page)]
-RUNNABLE_PAGES = sorted({_relative(b.page) for b in ALL_BLOCKS if "not-run" not in b.markers})
+RUNNABLE = [b for b in ALL_BLOCKS if "not-run" not in b.markers]
+#: Pages with a bash block run one per subprocess; the python-only pages share one subprocess.
+BASH_PAGES = sorted({_relative(b.page) for b in RUNNABLE if b.language == "bash"})
+PYTHON_PAGES = sorted({_relative(b.page) for b in RUNNABLE} - set(BASH_PAGES))
+RUNS = [*BASH_PAGES, " + ".join(PYTHON_PAGES)]
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=lambda b: f"{_relative(b.page)}:{b.line}")
@@ -107,10 +111,11 @@ def _prepare(workdir: Path, stand_ins: set[str], request: pytest.FixtureRequest)
     (workdir / "benchmarks").symlink_to(ROOT / "benchmarks", target_is_directory=True)
 
 
-@pytest.mark.parametrize("page", RUNNABLE_PAGES)
-def test_page_blocks_run_as_written(page: str, tmp_path: Path, request) -> None:
-    page_blocks = [b for b in ALL_BLOCKS if _relative(b.page) == page]
-    stand_ins = {name for b in page_blocks if "not-run" not in b.markers for name in b.stand_ins}
+@pytest.mark.parametrize("run", RUNS)
+def test_pages_run_as_written(run: str, tmp_path: Path, request) -> None:
+    pages = run.split(" + ")
+    page_blocks = [b for b in RUNNABLE if _relative(b.page) in pages]
+    stand_ins = {name for b in page_blocks for name in b.stand_ins}
     workdir = tmp_path / "work"
     workdir.mkdir()
     _prepare(workdir, stand_ins, request)
@@ -123,7 +128,7 @@ def test_page_blocks_run_as_written(page: str, tmp_path: Path, request) -> None:
                             else workdir / ".empty-hub-cache"),
     }  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "tests.doc_blocks", str(ROOT / page), str(workdir)],
+        [sys.executable, "-m", "tests.doc_blocks", *(str(ROOT / p) for p in pages), str(workdir)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=PAGE_TIMEOUT_S,
     )  # fmt: skip
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
