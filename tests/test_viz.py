@@ -420,6 +420,14 @@ def test_save_figure_adds_suffix_and_closes_pyplot_figures(tmp_path):
     assert not plt.fignum_exists(fig.number)
 
 
+def test_save_figure_writes_jpeg(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    path = save_figure(fig, tmp_path / "curve.jpg")
+    with Image.open(path) as jpeg:
+        assert jpeg.format == "JPEG" and jpeg.mode == "RGB"
+
+
 def test_save_figure_rejects_other_formats(tmp_path):
-    with pytest.raises(ValueError, match=r"path must end in .png, got '.*out.pdf'"):
+    with pytest.raises(ValueError, match=r"path must end in .png, .jpg or .jpeg, got '.*out.pdf'"):
         save_figure(Figure(), tmp_path / "out.pdf")

@@ -19,29 +19,53 @@ Examples:
 
 from __future__ import annotations
 
-from attnexplain.benchmark.recipes import RECIPES, Recipe, get_recipe
-from attnexplain.benchmark.registry import METHODS, DatasetChoice, open_dataset
-from attnexplain.benchmark.report import compare_runs, load_examples, summarise, write_report
-from attnexplain.benchmark.runner import (
-    BenchmarkConfig,
-    BenchmarkRun,
-    has_classification_head,
-    run_benchmark,
-)
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "METHODS",
-    "RECIPES",
-    "BenchmarkConfig",
-    "BenchmarkRun",
-    "DatasetChoice",
-    "Recipe",
-    "compare_runs",
-    "get_recipe",
-    "has_classification_head",
-    "load_examples",
-    "open_dataset",
-    "run_benchmark",
-    "summarise",
-    "write_report",
-]
+from attnexplain._lazy import lazy_exports
+
+#: Public name -> the module that defines it. Imported on first use, so that the command line
+#: can register ``attnexplain benchmark`` without importing torch (``--help`` stays fast).
+_EXPORTS = {
+    "RECIPES": "attnexplain.benchmark.recipes",
+    "Recipe": "attnexplain.benchmark.recipes",
+    "get_recipe": "attnexplain.benchmark.recipes",
+    "METHODS": "attnexplain.benchmark.registry",
+    "DatasetChoice": "attnexplain.benchmark.registry",
+    "open_dataset": "attnexplain.benchmark.registry",
+    "compare_runs": "attnexplain.benchmark.report",
+    "load_examples": "attnexplain.benchmark.report",
+    "summarise": "attnexplain.benchmark.report",
+    "write_report": "attnexplain.benchmark.report",
+    "BenchmarkConfig": "attnexplain.benchmark.runner",
+    "BenchmarkRun": "attnexplain.benchmark.runner",
+    "has_classification_head": "attnexplain.benchmark.runner",
+    "run_benchmark": "attnexplain.benchmark.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # static analysers see the names without the lazy table
+    from attnexplain.benchmark.recipes import (  # noqa: F401
+        RECIPES,
+        Recipe,
+        get_recipe,
+    )
+    from attnexplain.benchmark.registry import (  # noqa: F401
+        METHODS,
+        DatasetChoice,
+        open_dataset,
+    )
+    from attnexplain.benchmark.report import (  # noqa: F401
+        compare_runs,
+        load_examples,
+        summarise,
+        write_report,
+    )
+    from attnexplain.benchmark.runner import (  # noqa: F401
+        BenchmarkConfig,
+        BenchmarkRun,
+        has_classification_head,
+        run_benchmark,
+    )
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

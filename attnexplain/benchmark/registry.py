@@ -18,6 +18,7 @@ a perfect but class-agnostic map scores.
 
 from __future__ import annotations
 
+import inspect
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ class MethodSpec:
         build: ``build(context, **options) -> explain``.
         description: one line for ``--help`` and the report.
         per_head: maps have ``K = heads`` (scored only by per-head metrics).
+        attribution: the attribution class ``build`` constructs, if any; its constructor's
+            keyword arguments are the method's options (``attnexplain explain --layer ...`` passes
+            a flag only to the methods whose constructor takes it).
+        fixed: constructor arguments ``build`` sets itself, so they are not options.
     """
 
     name: str
@@ -115,6 +120,17 @@ class MethodSpec:
     build: Callable[..., ExplainFn]
     description: str
     per_head: bool = False
+    attribution: type | None = None
+    fixed: tuple[str, ...] = ()
+
+    def options(self) -> dict[str, inspect.Parameter]:
+        """The options a caller may pass to ``build``: ``attribution``'s constructor parameters
+        after ``model``, without ``fixed`` (none without an ``attribution`` class)."""
+        if self.attribution is None:
+            return {}
+        parameters = list(inspect.signature(self.attribution).parameters.values())[1:]
+        keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return {p.name: p for p in parameters if p.kind in keyword and p.name not in self.fixed}
 
     @property
     def needs_head(self) -> bool:
@@ -133,48 +149,17 @@ def _attribution(method: Any) -> ExplainFn:
     return explain
 
 
-def _raw(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(RawCLSAttention(context.model, **{"head_fusion": "mean", **options}))
+def _from_class(
+    attribution: type, defaults: dict[str, Any] | None = None, fixed: dict[str, Any] | None = None
+) -> Callable[..., ExplainFn]:
+    """A ``build`` that constructs ``attribution(model, **options)``: ``defaults`` apply unless
+    the caller passes the option, ``fixed`` always win."""
 
+    def build(context: MethodContext, **options: Any) -> ExplainFn:
+        settings = {**(defaults or {}), **options, **(fixed or {})}
+        return _attribution(attribution(context.model, **settings))
 
-def _raw_heads(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(RawCLSAttention(context.model, **{**options, "head_fusion": None}))
-
-
-def _rollout(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(AttentionRollout(context.model, **options))
-
-
-def _attention_flow(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(AttentionFlow(context.model, **options))
-
-
-def _legrad(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(LeGrad(context.model, **options))
-
-
-def _gradcam(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(GradCAM(context.model, **options))
-
-
-def _grad_rollout(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(GradientWeightedRollout(context.model, **options))
-
-
-def _transformer_attribution(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(TransformerAttribution(context.model, **options))
-
-
-def _lrp(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(LRP(context.model, **options))
-
-
-def _partial_lrp(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(PartialLRP(context.model, **options))
-
-
-def _attnlrp(context: MethodContext, **options: Any) -> ExplainFn:
-    return _attribution(AttnLRP(context.model, **options))
+    return build
 
 
 def _saliency(context: MethodContext, **options: Any) -> ExplainFn:
@@ -249,35 +234,85 @@ def _all_objects(context: MethodContext, **options: Any) -> ExplainFn:
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("raw", "attention", _raw, "last layer's CLS attention, mean over heads"),
         MethodSpec(
-            "raw_heads", "attention", _raw_heads, "last layer's CLS attention per head", True
+            "raw",
+            "attention",
+            _from_class(RawCLSAttention, defaults={"head_fusion": "mean"}),
+            "last layer's CLS attention, mean over heads",
+            attribution=RawCLSAttention,
         ),
-        MethodSpec("rollout", "attention", _rollout, "attention rollout (Abnar & Zuidema 2020)"),
+        MethodSpec(
+            "raw_heads",
+            "attention",
+            _from_class(RawCLSAttention, fixed={"head_fusion": None}),
+            "last layer's CLS attention per head",
+            True,
+            attribution=RawCLSAttention,
+            fixed=("head_fusion",),
+        ),
+        MethodSpec(
+            "rollout",
+            "attention",
+            _from_class(AttentionRollout),
+            "attention rollout (Abnar & Zuidema 2020)",
+            attribution=AttentionRollout,
+        ),
         MethodSpec(
             "attention_flow",
             "attention",
-            _attention_flow,
+            _from_class(AttentionFlow),
             "attention flow: max-flow from each patch to the CLS output (Abnar & Zuidema 2020)",
-        ),
-        MethodSpec("gradcam", "gradient", _gradcam, "Grad-CAM on the ViT's tokens"),
-        MethodSpec(
-            "grad_rollout", "gradient", _grad_rollout, "gradient-weighted attention rollout"
+            attribution=AttentionFlow,
         ),
         MethodSpec(
-            "legrad", "gradient", _legrad, "LeGrad: each layer's own score's attention gradient"
+            "gradcam",
+            "gradient",
+            _from_class(GradCAM),
+            "Grad-CAM on the ViT's tokens",
+            attribution=GradCAM,
+        ),
+        MethodSpec(
+            "grad_rollout",
+            "gradient",
+            _from_class(GradientWeightedRollout),
+            "gradient-weighted attention rollout",
+            attribution=GradientWeightedRollout,
+        ),
+        MethodSpec(
+            "legrad",
+            "gradient",
+            _from_class(LeGrad),
+            "LeGrad: each layer's own score's attention gradient",
+            attribution=LeGrad,
         ),
         MethodSpec(
             "transformer_attribution",
             "gradient",
-            _transformer_attribution,
+            _from_class(TransformerAttribution),
             "Chefer et al.'s Transformer Attribution (LRP x gradient rollout, from layer 1)",
+            attribution=TransformerAttribution,
         ),
-        MethodSpec("lrp", "gradient", _lrp, "LRP to the pixels, Chefer et al.'s baseline rules"),
         MethodSpec(
-            "partial_lrp", "gradient", _partial_lrp, "LRP relevance of the last attention layer"
+            "lrp",
+            "gradient",
+            _from_class(LRP),
+            "LRP to the pixels, Chefer et al.'s baseline rules",
+            attribution=LRP,
         ),
-        MethodSpec("attnlrp", "gradient", _attnlrp, "AttnLRP to the pixels (Achtibat et al.)"),
+        MethodSpec(
+            "partial_lrp",
+            "gradient",
+            _from_class(PartialLRP),
+            "LRP relevance of the last attention layer",
+            attribution=PartialLRP,
+        ),
+        MethodSpec(
+            "attnlrp",
+            "gradient",
+            _from_class(AttnLRP),
+            "AttnLRP to the pixels (Achtibat et al.)",
+            attribution=AttnLRP,
+        ),
         MethodSpec("saliency", "captum", _saliency, "Captum Saliency, max |grad| over channels"),
         MethodSpec(
             "integrated_gradients",

@@ -2,7 +2,8 @@
 
 For every batch of images the runner
 
-1. resizes the ``[0, 1]`` images to the model's input size and normalises them with the model's
+1. resizes the whole ``[0, 1]`` images to the model's input size (no crop, so that maps and masks
+   cover the same pixels) and normalises them with the model's
    :class:`~attnexplain.zoo.Preprocess` (one batched forward gives the predicted classes);
 2. asks each method for its maps on the batch (one batched call per method);
 3. scores every map with the localisation metrics and, for a model with a classification head,
@@ -126,6 +127,8 @@ class BenchmarkConfig:
         seed: seed of the random baseline.
         progress: show a progress bar on stderr.
         model_name: how the report names the model.
+        dropped: methods or metrics the caller left out, with the reason (recorded in
+            ``run.json`` as ``dropped``, so a run never loses a method without saying why).
 
     Raises:
         ValueError: on a non-positive ``batch_size``, ``limit`` or ``faithfulness_steps``, a
@@ -145,6 +148,7 @@ class BenchmarkConfig:
     seed: int = 0
     progress: bool = True
     model_name: str = "model"
+    dropped: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "faithfulness_steps"):
@@ -341,7 +345,7 @@ class _Session:
             for name in (self.methods if maps_dir is not None else ())
         }
         faithfulness = FaithfulnessContext(
-            forward=lambda images: self.adapter.logits_forward(preprocess(images)),
+            forward=lambda images: self.adapter.logits_forward(preprocess.normalize(images)),
             patch_size=self.adapter.patch_size[0],
             steps=config.faithfulness_steps,
             batch_size=config.batch_size,
@@ -378,7 +382,9 @@ class _Session:
         samples = [self.dataset.data[i] for i in indices]
         ids = [str(s.image_id) for s in samples]
         images = _model_images(samples, self.size).to(self.device)
-        inputs = self.preprocess(images)
+        # The images are already at the model's size: normalise only (no model-style crop,
+        # so that maps cover the same pixels as the masks).
+        inputs = self.preprocess.normalize(images)
         predicted = target = None
         if self.has_head:
             with torch.no_grad():
@@ -661,9 +667,42 @@ def _check_fingerprint(meta: dict[str, Any], fingerprint: dict[str, Any], out_di
     )
 
 
-def _read_meta(out_dir: Path) -> dict[str, Any]:
-    path = out_dir / META_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+#: Fields of ``run.json`` a resumed run reads, and the JSON type each must have.
+_META_TYPES: dict[str, type] = {
+    "fingerprint": dict,
+    "methods": list,
+    "sessions": list,
+    "dropped": dict,
+}
+
+
+def read_meta(out_dir: str | Path) -> dict[str, Any]:
+    """The ``run.json`` of a run folder (``{}`` when there is none yet).
+
+    Raises:
+        ValueError: if the file is not a JSON object of the fields a run writes (the message
+            names the file and what to do; the file is left as it is).
+    """
+    path = Path(out_dir) / META_FILE
+    if not path.is_file():
+        return {}
+    fix = (
+        "move it away to resume from the rows in results.jsonl (a new run.json is written), "
+        "or choose another --out folder"
+    )
+    try:
+        meta = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); {fix}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path} holds a JSON {type(meta).__name__}, not a run record; {fix}")
+    for key, kind in _META_TYPES.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise ValueError(
+                f"{path}: field {key!r} is a {type(meta[key]).__name__}, expected a JSON "
+                f"{'object' if kind is dict else 'array'}; {fix}"
+            )
+    return meta
 
 
 def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
@@ -715,7 +754,9 @@ def run_benchmark(
         with eval_mode(model):
             maps_dir = out / MAPS_DIR if config.save_maps else None
             session = _Session(model, preprocess, dataset, config, maps_dir)
-            meta = _read_meta(out)
+            meta = read_meta(out)
+            # Corrupt rows fail here, before run.json is touched: nothing written is changed.
+            read_rows(result_files(out))
             _check_fingerprint(meta, session.fingerprint(), out)
             total = min(config.limit or len(dataset.data), len(dataset.data))
             if rank == 0:
@@ -729,6 +770,7 @@ def run_benchmark(
                     method_kinds={n: spec.kind for n, spec in METHODS.items()},
                     has_head=session.has_head,
                     config={"batch_size": config.batch_size, "limit": config.limit},
+                    dropped={**meta.get("dropped", {}), **config.dropped},
                 )
                 # The session is recorded now and updated after every batch, so the wall time
                 # of a session that is killed still counts in the report.

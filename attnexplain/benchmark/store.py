@@ -33,12 +33,48 @@ def row_key(row: Row) -> Key:
     return str(row["image_id"]), str(row["method"])
 
 
+#: Fields every row has, and their JSON types (a row is keyed and sorted by them).
+_ROW_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "image_id": str,
+    "method": str,
+    "index": int,
+    "metrics": dict,
+}
+_FIX = (
+    "the file is not one this benchmark wrote, or it was damaged: remove the line (the other "
+    "rows are kept and resumed) or choose another --out folder"
+)
+
+
+def _row_problem(row: Any) -> str | None:
+    """Why ``row`` is not a benchmark row (``None`` when it is one)."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not an object"
+    missing = [key for key in _ROW_FIELDS if key not in row]
+    if missing:
+        return f"no {', '.join(map(repr, missing))} field"
+    for key, kind in _ROW_FIELDS.items():
+        if isinstance(row[key], bool) or not isinstance(row[key], kind):
+            return f"field {key!r} is {row[key]!r}"
+    return None
+
+
+def _torn_tail(tail: bytes) -> bool:
+    """Whether ``tail`` can be the start of a row cut short by a kill.
+
+    Rows are written by ``json.dumps`` (printable ASCII, starting with ``{``); anything else
+    after the last newline is damage, not an interrupted write, and is never cut off.
+    """
+    return tail.startswith(b"{") and all(32 <= byte < 127 for byte in tail)
+
+
 def _complete_prefix(path: Path) -> tuple[list[Row], int]:
     """Parse the complete lines of ``path``: its rows and the byte length they span.
 
     Raises:
-        ValueError: if a line other than the last cannot be parsed (the file is corrupt, not
-            merely cut short by a kill).
+        ValueError: if a complete line is not a JSON benchmark row, or the piece after the last
+            newline cannot be a row cut short (the file is corrupt, not merely cut short by a
+            kill); the message names the file and the line.
     """
     data = path.read_bytes()
     rows: list[Row] = []
@@ -49,13 +85,22 @@ def _complete_prefix(path: Path) -> tuple[list[Row], int]:
     for number, line in enumerate(lines[:-1], start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as error:
+                row = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                reason = "binary data" if isinstance(error, UnicodeDecodeError) else error.msg
                 raise ValueError(
-                    f"{path}, line {number}: not a JSON row ({error.msg}); the file is corrupt, "
-                    "remove that line or start a fresh --out folder"
-                ) from error
+                    f"{path}, line {number}: not a JSON row ({reason}); {_FIX}"
+                ) from None
+            problem = _row_problem(row)
+            if problem is not None:
+                raise ValueError(f"{path}, line {number}: not a benchmark row ({problem}); {_FIX}")
+            rows.append(row)
         end += len(line) + 1
+    if lines[-1] and not _torn_tail(lines[-1]):
+        raise ValueError(
+            f"{path}, line {len(lines)}: not a JSON row and not a row cut short by a kill "
+            f"(binary or foreign data); {_FIX}"
+        )
     return rows, end
 
 
@@ -71,7 +116,8 @@ def read_rows(paths: Iterable[Path]) -> list[Row]:
         The rows.
 
     Raises:
-        ValueError: if a complete line is not valid JSON.
+        ValueError: if a complete line is not a benchmark row, or the last piece is foreign
+            data (see :func:`_complete_prefix`).
     """
     rows: list[Row] = []
     seen: set[Key] = set()

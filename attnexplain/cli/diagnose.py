@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+import sys
 
-import torch
-
-from attnexplain.cli.errors import UsageError
-
-# Image loading and display are explain's; to move to a module shared by the subcommands.
-from attnexplain.cli.explain import _display_image, _load_images
-from attnexplain.diagnostics import DEFAULT_MIN_GAP, ArtifactDiagnostics, ArtifactReport
-from attnexplain.zoo.hub import DEFAULT_MODEL, ModelLoadError, load_model
+from attnexplain.cli.errors import positive_int
+from attnexplain.cli.images import batches, collect_sources, display_images
 
 SUMMARY_FILE = "summary.json"
+#: The default of ``--min-gap``; equal to :data:`attnexplain.diagnostics.DEFAULT_MIN_GAP`
+#: (tested), repeated so that building the parser imports no torch.
+DEFAULT_MIN_GAP = 3.0
 
 
 def _threshold(text: str) -> float | str:
@@ -28,46 +25,68 @@ def _threshold(text: str) -> float | str:
 
 
 def run_diagnose(args: argparse.Namespace) -> int:
-    """Diagnose the images: norm histograms, one overlay per image, scores and the summary."""
+    """Diagnose the images: norm histograms, one overlay per image, scores and the summary.
+
+    Returns:
+        0 on success (the paths written are printed, one per line).
+
+    Raises:
+        UsageError, ModelLoadError, UnsupportedModelError: for bad arguments, images or models
+            (printed as one line by the caller).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from attnexplain.cli.checks import prepare_output_dir, resolve_device
+    from attnexplain.cli.outputs import output_names
+    from attnexplain.diagnostics import ArtifactDiagnostics, ArtifactReport
     from attnexplain.methods import RawCLSAttention
     from attnexplain.viz import artifact_overlay, artifact_scores_plot, norm_histograms, save_figure
+    from attnexplain.zoo.hub import load_model
 
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    images = _load_images(args.images)
-    try:
-        model, preprocess = load_model(args.model, args.device)
-    except ModelLoadError as error:
-        raise UsageError(str(error)) from error
+    device = resolve_device(args.device)
+    sources = collect_sources(args.images)
+    out = prepare_output_dir(args.out)
+    model, preprocess = load_model(args.model, str(device))
     diagnostics = ArtifactDiagnostics(
         model, threshold=args.threshold, layer=args.layer, min_gap=args.min_gap
     )
     cleaned = None
     if diagnostics.query is not None:
         cleaned = RawCLSAttention(model, exclude_tokens=diagnostics.high_norm_tokens)
-    names = [name for name, _ in images]
-    inputs = torch.cat([preprocess(image) for _, image in images]).to(args.device)
-    reports, cleaned_maps = [], []
-    for start in range(0, len(images), args.batch_size):
-        chunk = inputs[start : start + args.batch_size]
-        reports.append(diagnostics.diagnose(chunk))
-        if cleaned is not None:
-            cleaned_maps.append(cleaned.attribute(chunk, upsample=False).cpu())
+    names = output_names(
+        [s.path if s.path is not None else s.label for s in sources],
+        reserved=["norm_histograms", "artifact_scores", "summary"],
+    )
+    reports, shown, cleaned_maps, order = [], [], [], []
+    bar = tqdm(total=len(sources), desc="diagnose", unit="img", file=sys.stderr,
+               disable=args.no_progress)  # fmt: skip
+    with bar:
+        for indices, inputs in batches(sources, preprocess, args.batch_size):
+            inputs = inputs.to(device)
+            reports.append(diagnostics.diagnose(inputs))
+            shown.append(display_images(inputs, preprocess))
+            if cleaned is not None:
+                cleaned_maps.append(cleaned.attribute(inputs, upsample=False).cpu())
+            order += indices
+            bar.update(len(indices))
     report = ArtifactReport.concatenate(reports)
-
-    out = Path(args.out)
-    written = [save_figure(norm_histograms(report), out / "norm_histograms.png")]
+    images = torch.cat(shown)
     maps = torch.cat(cleaned_maps) if cleaned_maps else None
-    for index, name in enumerate(names):
-        shown = _display_image(inputs[index : index + 1], preprocess)
+    ordered = [names[i] for i in order]  # batches group images by input size
+
+    written = [save_figure(norm_histograms(report), out / "norm_histograms.png")]
+    for position, name in enumerate(ordered):
         figure = artifact_overlay(
-            shown, report, index, cleaned=None if maps is None else maps[index]
+            images[position : position + 1],
+            report,
+            position,
+            cleaned=None if maps is None else maps[position],
         )
         written.append(save_figure(figure, out / f"{name}_artifacts.png"))
     if report.query_rows is not None:
         written.append(save_figure(artifact_scores_plot(report), out / "artifact_scores.png"))
-    summary = {"model": args.model, "min_gap": args.min_gap, **report.summary(names)}
-    out.mkdir(parents=True, exist_ok=True)
+    summary = {"model": args.model, "min_gap": args.min_gap, **report.summary(ordered)}
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     written.append(out / SUMMARY_FILE)
     for path in written:
@@ -84,9 +103,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "tokens and the share of the CLS attention they and the registers take. Writes "
         "norm_histograms.png, IMAGE_artifacts.png, artifact_scores.png and summary.json.",
     )
-    diagnose.add_argument("images", nargs="*", help="image files (default: embedded samples)")
     diagnose.add_argument(
-        "--model", default=DEFAULT_MODEL,
+        "images", nargs="*", help="image files or folders (default: embedded samples)"
+    )
+    diagnose.add_argument(
+        "--model", default="default",
         help="'default' (embedded), a Hugging Face id or local folder, or timm:NAME",
     )  # fmt: skip
     diagnose.add_argument(
@@ -99,8 +120,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="smallest gap of the 'gap' rule, in robust standard deviations of the log norms",
     )  # fmt: skip
     diagnose.add_argument("--layer", type=int, default=-1, help="detection layer (default last)")
-    diagnose.add_argument("--batch-size", type=int, default=8, help="images per forward")
-    diagnose.add_argument("--out", default="attnexplain-diagnose", help="output folder")
-    diagnose.add_argument("--device", default="cpu")
+    diagnose.add_argument(
+        "--batch-size", type=positive_int, default=8, help="images per model call"
+    )
+    diagnose.add_argument("--out", default="attnexplain-diagnose", help="output folder (created)")
+    diagnose.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, mps")
+    diagnose.add_argument("--no-progress", action="store_true", help="no progress bar")
     diagnose.set_defaults(handler=run_diagnose)
     return diagnose

@@ -29,7 +29,6 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from attnexplain.metrics.base import Category, Metric, check_maps, check_pixel_mask
 from attnexplain.metrics.threshold import mass_threshold_mask
@@ -297,6 +296,9 @@ class AveragePrecision(LocalisationMetric):
             mask = torch.cat([~mask, mask])
         if not mask.any():
             return 0.0
+        # Imported here: scikit-learn costs a second at import, which every CLI start paid.
+        from sklearn.metrics import average_precision_score
+
         # sklearn sums precision x recall steps and can land a rounding step above 1 (e.g. on a
         # mask covering the whole image); AP is at most 1 by definition.
         return min(1.0, float(average_precision_score(mask.numpy(), normalised.numpy())))
@@ -322,6 +324,8 @@ class AUROC(LocalisationMetric):
     def _score(self, maps: torch.Tensor, mask: torch.Tensor) -> float:
         if mask.all() or not mask.any():
             return 0.5
+        from sklearn.metrics import roc_auc_score
+
         return float(roc_auc_score(mask.numpy(), maps[0].numpy()))
 
 

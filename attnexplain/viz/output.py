@@ -6,20 +6,23 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+#: File suffix -> matplotlib format.
+_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
-    """Write ``fig`` as a PNG (creating parent folders) and close it.
+    """Write ``fig`` as a PNG or JPEG (creating parent folders) and close it.
 
     Args:
         fig: the Figure to save (any of this module's, or one from pyplot).
-        path: destination; must end in ``.png`` (a missing suffix is added).
+        path: destination ending in ``.png``, ``.jpg`` or ``.jpeg`` (no suffix: ``.png``).
         dpi: resolution in dots per inch.
 
     Returns:
         The path written, as a :class:`pathlib.Path`.
 
     Raises:
-        ValueError: if ``path`` has a suffix other than ``.png`` or ``dpi`` is not positive.
+        ValueError: if ``path`` has another suffix or ``dpi`` is not positive.
 
     Examples:
         >>> import tempfile, torch
@@ -30,13 +33,14 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
     target = Path(path)
     if target.suffix == "":
         target = target.with_suffix(".png")
-    if target.suffix.lower() != ".png":
-        raise ValueError(f"path must end in .png, got {str(path)!r}")
+    image_format = _FORMATS.get(target.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"path must end in .png, .jpg or .jpeg, got {str(path)!r}")
     if dpi <= 0:
         raise ValueError(f"dpi must be positive, got {dpi}")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(target, format="png", dpi=dpi)
+        fig.savefig(target, format=image_format, dpi=dpi)
     finally:
         # Only figures made through pyplot are registered with it; ours are not, and importing
         # pyplot for them would pick a backend as a side effect.

@@ -119,7 +119,7 @@ def test_model_without_readable_token_outputs_exits_2(tmp_path, swin_dir):
     [
         (["--threshold", "otsu"], "expected 'gap' or a norm, got 'otsu'"),
         (["--layer", "9"], "layer=9 is out of range for a model with 4 attention layers"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--batch-size", "0"], "argument --batch-size: expected a positive integer, got 0"),
         (["missing.png"], "image not found: missing.png"),
     ],
 )
@@ -133,3 +133,10 @@ def test_bad_arguments_exit_2_with_one_line_in_process(
     error = capsys.readouterr().err.strip()
     assert error.startswith("attnexplain: error: ") and "\n" not in error
     assert message in error
+
+
+def test_the_parsers_min_gap_default_is_the_libraries() -> None:
+    from attnexplain.cli import diagnose
+    from attnexplain.diagnostics import DEFAULT_MIN_GAP
+
+    assert diagnose.DEFAULT_MIN_GAP == DEFAULT_MIN_GAP

@@ -1,11 +1,12 @@
-"""The embedded default model: offline loading, preprocessing, and that the weights are trained."""
+"""The embedded default model: offline loading, and that the weights are trained.
+
+Preprocessing is tested in ``test_preprocess.py``, loading by spec in ``test_hub.py``.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from transformers import ViTForImageClassification
 
 from attnexplain.data.base import SegmentationSample
@@ -84,56 +85,3 @@ def test_default_samples_come_from_the_test_split() -> None:
     assert [sample.image_id for sample in samples] == [f"synthetic-test-{i:06d}" for i in range(3)]
     with pytest.raises(ValueError, match="n must be positive"):
         default_samples(0)
-
-
-@pytest.fixture
-def preprocess() -> Preprocess:
-    return Preprocess(96, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3))
-
-
-@pytest.mark.parametrize("size", [96, 80])
-def test_preprocess_gives_the_same_batch_for_tensor_pil_and_numpy(
-    preprocess: Preprocess, size: int
-) -> None:
-    pixels = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    tensor = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
-    from_tensor = preprocess(tensor)
-    assert from_tensor.shape == (1, 3, 96, 96) and from_tensor.dtype == torch.float32
-    torch.testing.assert_close(preprocess(pixels), from_tensor, rtol=0, atol=1e-6)
-    torch.testing.assert_close(preprocess(Image.fromarray(pixels)), from_tensor, rtol=0, atol=1e-6)
-    torch.testing.assert_close(preprocess(tensor[None].repeat(2, 1, 1, 1))[1], from_tensor[0])
-
-
-def test_preprocess_normalises_with_mean_and_std(preprocess: Preprocess) -> None:
-    grey = torch.full((3, 96, 96), 0.5)
-    out = preprocess(grey)
-    expected = torch.tensor([(0.5 - 0.5) / 0.25, (0.5 - 0.4) / 0.2, (0.5 - 0.3) / 0.3])
-    torch.testing.assert_close(out[0, :, 0, 0], expected)
-
-
-def test_preprocess_round_trips_through_json(preprocess: Preprocess, tmp_path) -> None:
-    path = tmp_path / "preprocessor_config.json"
-    preprocess.to_json(path)
-    loaded = Preprocess.from_json(path)
-    assert (loaded.image_size, loaded.mean, loaded.std) == (
-        preprocess.image_size,
-        preprocess.mean,
-        preprocess.std,
-    )
-
-
-def test_preprocess_rejects_wrong_inputs(preprocess: Preprocess) -> None:
-    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
-        preprocess(torch.full((3, 96, 96), 255.0))
-    with pytest.raises(TypeError, match="floating point"):
-        preprocess(torch.zeros(3, 96, 96, dtype=torch.uint8))
-    with pytest.raises(TypeError, match="uint8"):
-        preprocess(np.zeros((96, 96, 3), dtype=np.float32))
-    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        preprocess(np.zeros((3, 96, 96), dtype=np.uint8))
-    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
-        preprocess(torch.zeros(1, 96, 96))
-    with pytest.raises(TypeError, match="image must be"):
-        preprocess([[0.0]])  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="std must be positive"):
-        Preprocess(96, mean=(0.5, 0.5, 0.5), std=(0.2, 0.0, 0.2))
