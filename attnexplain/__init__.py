@@ -27,7 +27,13 @@ _METHODS = (
     "TransformerAttribution",
     "forward_function",
 )
-_CAPTURE = ("CustomAdapter", "ModelAdapter", "TokenLayout", "UnsupportedModelError", "resolve_adapter")
+_CAPTURE = (
+    "CustomAdapter",
+    "ModelAdapter",
+    "TokenLayout",
+    "UnsupportedModelError",
+    "resolve_adapter",
+)
 _TARGETS = ("Embedding", "Label", "Prompt", "ReferenceImage", "Score")
 
 #: Public name -> the module that defines it.
