@@ -293,6 +293,21 @@ def test_a_batch_mixes_every_kind_of_target_per_sample(family):
 # --- class indices and label names -------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [("timm_siglip", method) for method in TARGET_METHODS if method not in CLS_METHODS]
+    + [("hf_siglip_classifier", method) for method in (GradCAM, LeGrad, LRP, AttnLRP)],
+)
+def test_per_sample_classes_on_siglip_classifiers_equal_single_calls(name, method):
+    # The row-reading methods refuse the mean-pooled classifier: test_multimodal_methods.py.
+    explainer = method(shared_family(name).model)
+    x = _inputs()
+    batched = explainer.attribute(x, target=torch.tensor([1, 3]))
+    singles = torch.cat([explainer.attribute(x[:1], target=1), explainer.attribute(x[1:], 3)])
+    _close(batched, singles)
+    assert not torch.allclose(batched[1], explainer.attribute(x, target=[1, 1])[1])
+
+
 def test_label_names_and_numpy_integers_are_class_indices():
     from attnexplain.zoo import default_samples, load_default
 
