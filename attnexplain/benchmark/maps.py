@@ -231,16 +231,11 @@ class RawLayerViews:
         self.adapter = resolve_adapter(model)
         self.fusion = options.get("head_fusion", "mean") if fused else None
         self.scored_layer = RawCLSAttention(self.adapter, layer=options.get("layer", -1)).layer
-        # Until RawCLSAttention(layer="all") exists: one CLS-row forward per layer.
-        self.layers = [
-            RawCLSAttention(self.adapter, layer=layer, head_fusion=None)
-            for layer in range(self.adapter.num_layers)
-        ]
+        self.every_layer = RawCLSAttention(self.adapter, layer="all", head_fusion=None)
 
     def __call__(self, inputs: torch.Tensor, maps: torch.Tensor | None = None) -> list[MapViews]:
-        per_layer = torch.stack(
-            [raw.attribute(inputs, upsample=False) for raw in self.layers], dim=1
-        )  # (B, L, heads, h, w)
+        # One forward reads every layer's CLS rows: (B, L, heads, h, w).
+        per_layer = self.every_layer.attribute(inputs, upsample=False)
         batch, num_layers, num_heads = per_layer.shape[:3]
         grid = [(layer, head) for layer in range(num_layers) for head in range(num_heads)]
         if self.fusion is not None:

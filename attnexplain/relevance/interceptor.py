@@ -317,29 +317,44 @@ class RelevanceInterceptor(TorchFunctionMode):
         bound = _MHA_SIGNATURE.bind(*args, **kwargs)
         bound.apply_defaults()
         a = bound.arguments
+        separate = a["use_separate_proj_weight"]
         plain = (
-            a["query"] is a["key"] is a["value"] and not a["use_separate_proj_weight"]
-            and a["in_proj_weight"] is not None and a["bias_k"] is None and a["bias_v"] is None
+            a["key"] is a["value"] and (separate or a["in_proj_weight"] is not None)
+            and a["bias_k"] is None and a["bias_v"] is None
             and not a["add_zero_attn"] and a["key_padding_mask"] is None
             and a["attn_mask"] is None and not a["is_causal"]
             and not (a["training"] and a["dropout_p"] > 0)
         )  # fmt: skip
         if not plain:
             raise self._no_rule(
-                "nn.MultiheadAttention other than plain self-attention (masks, separate "
-                "projections, bias_k / bias_v, zero attention or training dropout)"
+                "nn.MultiheadAttention other than plain self- or pooling attention (masks, "
+                "different keys and values, bias_k / bias_v, zero attention or training dropout)"
             )
-        tokens, batch, embed_dim = a["query"].shape
+        queries, batch, embed_dim = a["query"].shape
         heads = a["num_heads"]
+        bias = a["in_proj_bias"]
+
+        def split_heads(part: torch.Tensor) -> torch.Tensor:
+            return part.reshape(part.shape[0], batch, heads, embed_dim // heads).permute(1, 2, 0, 3)
+
         with self:
-            packed = F.linear(a["query"], a["in_proj_weight"], a["in_proj_bias"])
-            query, key, value = (
-                part.reshape(tokens, batch * heads, embed_dim // heads)
-                .transpose(0, 1)
-                .reshape(batch, heads, tokens, embed_dim // heads)
-                for part in packed.chunk(3, dim=-1)
-            )
+            if a["query"] is a["key"] and not separate:
+                query, key, value = F.linear(a["query"], a["in_proj_weight"], bias).chunk(3, -1)
+            else:  # a pooling query (SigLIP's probe, OpenCLIP's attentional pooler) over tokens
+                weights = (
+                    (a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"])
+                    if separate
+                    else a["in_proj_weight"].chunk(3)
+                )
+                biases = (None, None, None) if bias is None else bias.chunk(3)
+                query, key, value = (
+                    F.linear(tokens, weight, part_bias)
+                    for tokens, weight, part_bias in zip(
+                        (a["query"], a["key"], a["key"]), weights, biases
+                    )
+                )
+            query, key, value = (split_heads(part) for part in (query, key, value))
             output = F.scaled_dot_product_attention(query, key, value)
-            output = output.permute(2, 0, 1, 3).reshape(tokens, batch, embed_dim)
+            output = output.permute(2, 0, 1, 3).reshape(queries, batch, embed_dim)
             output = F.linear(output, a["out_proj_weight"], a["out_proj_bias"])
         return output, None

@@ -16,10 +16,12 @@ from attnexplain.benchmark.maps import (
     METHOD_LAYER,
     NONFINITE_CODE,
     MapViews,
+    RawLayerViews,
     load_maps,
     quantise,
 )
 from attnexplain.benchmark.registry import BASELINES
+from attnexplain.capture import resolve_adapter
 from attnexplain.methods import AttentionRollout, GradCAM, RawCLSAttention
 from tests.benchmark.helpers import IMAGE, tiny_preprocess
 from tests.conftest import DEPTH, HEADS, PATCH, shared_family
@@ -231,3 +233,28 @@ def test_a_stray_file_in_maps_is_named(tmp_path) -> None:
     (tmp_path / "maps" / "notes.npz").write_bytes(b"")
     with pytest.raises(ValueError, match=r"notes\.npz: not a map file"):
         load_maps(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["hf_deit_distilled", "timm_registers", "open_clip"])
+def test_raw_layer_views_read_every_layer_in_one_forward(name) -> None:
+    """Unquantised views against the reference attention's CLS rows, from a single forward."""
+    family = shared_family(name)
+    adapter = resolve_adapter(family.model)
+    x = torch.randn(2, 3, IMAGE, IMAGE, generator=torch.Generator().manual_seed(3))
+    attentions = family.reference_attentions(x)
+    forwards = []
+    handle = adapter.patch_embedding.register_forward_hook(lambda *_: forwards.append(1))
+    try:
+        views = RawLayerViews(family.model, fused=True)(x)
+    finally:
+        handle.remove()
+    assert len(forwards) == 1
+    prefix = family.num_prefix_tokens
+    for sample, view in enumerate(views):
+        got = dict(zip(zip(view.layers, view.heads), view.maps))
+        for layer, attention in enumerate(attentions):
+            rows = attention[sample, :, 0, prefix:].reshape(HEADS, GRID, GRID)
+            np.testing.assert_allclose(got[layer, FUSED_HEAD], rows.mean(0), rtol=1e-5, atol=1e-6)
+            for head in range(HEADS):
+                np.testing.assert_allclose(got[layer, head], rows[head], rtol=1e-5, atol=1e-6)
+        assert len(got) == DEPTH * (HEADS + 1)

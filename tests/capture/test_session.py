@@ -8,13 +8,20 @@ from torch import nn
 
 from attnexplain import AttentionRollout, MeanAttentionDistance, RawCLSAttention
 from attnexplain.capture import FullAttentionProbe, capture_attention, resolve_adapter
+from tests.conftest import FIXED_SIZE_FAMILIES
 
 METHODS = {
     "raw": lambda m: RawCLSAttention(m, head_fusion=None),
     "rollout": lambda m: AttentionRollout(m, discard_ratio=0.2),
     "mad": lambda m: MeanAttentionDistance(m),
 }
-FAMILIES = ["hf_vit", "hf_dinov2_registers", "timm", "torchvision", "dino_custom"]
+FAMILIES = ["hf_vit", "hf_dinov2_registers", "timm", "torchvision", "dino_custom",
+            "hf_clip_model", "hf_siglip_model", "open_clip_attn_pool"]  # fmt: skip
+
+
+def _size(name: str) -> tuple[int, int]:
+    """A non-square size where the model interpolates its position embedding."""
+    return (32, 32) if name in FIXED_SIZE_FAMILIES else (32, 48)
 
 
 def hook_count(model: nn.Module) -> int:
@@ -66,7 +73,7 @@ def assert_unchanged(model: nn.Module, before: tuple) -> None:
 def test_model_restored_after_success(fresh_family, name, method):
     model = fresh_family(name).model.train()
     before = snapshot(model)
-    size = (32, 32) if name == "torchvision" else (32, 48)
+    size = _size(name)
     METHODS[method](model).attribute(torch.randn(1, 3, *size))
     assert_unchanged(model, before)
     assert model.training
@@ -88,7 +95,7 @@ def test_model_restored_after_exception_inside_forward(fresh_family, name, metho
 
     user_hook = target.register_forward_hook(explode)
     before = snapshot(model)
-    size = (32, 32) if name == "torchvision" else (32, 48)
+    size = _size(name)
     with pytest.raises(Boom):
         METHODS[method](model).attribute(torch.randn(1, 3, *size))
     assert_unchanged(model, before)

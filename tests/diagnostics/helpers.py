@@ -24,6 +24,10 @@ PLANT_SCALE = 50.0
 def family_blocks(family: Family) -> list[nn.Module]:
     """The transformer blocks, by each family's own attribute path."""
     model = family.model
+    if family.name.startswith("open_clip"):
+        return list(model.visual.transformer.resblocks)
+    if family.name in ("hf_clip_model", "hf_siglip_model"):  # the vision tower's, not the text's
+        return list(model.vision_model.encoder.layers)
     if family.name.startswith("hf_"):  # the encoder's ModuleList: "layer" or "layers" by version
         lists = [
             module
@@ -64,6 +68,19 @@ def reference_hidden_states(family: Family, x: torch.Tensor) -> list[torch.Tenso
     """Each block's output ``(B, N, D)``, read the family's own way (no library code)."""
     model = family.model
     with torch.no_grad():
+        if family.name.startswith("open_clip"):  # (B, N, D) block outputs, by forward hooks
+            states: list[torch.Tensor] = []
+            handles = [block.register_forward_hook(lambda _m, _a, out: states.append(out))
+                       for block in family_blocks(family)]  # fmt: skip
+            try:
+                model.visual(x)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            return states
+        if family.name in ("hf_clip_model", "hf_siglip_model"):
+            output = copy.deepcopy(model).vision_model(pixel_values=x, output_hidden_states=True)
+            return list(output.hidden_states[1:])
         if family.name.startswith("hf_"):
             # A copy (with the planting hook): transformers records hidden states with hooks it
             # leaves on the model, and the shared models must stay hook-free.

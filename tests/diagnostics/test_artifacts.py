@@ -30,8 +30,13 @@ def _sizes(name: str) -> list[tuple[int, int]]:
     return [(32, 32)] if name in FIXED_SIZE_FAMILIES else [(32, 32), (40, 48)]
 
 
+#: Image–text families at their own size: SigLIP (no CLS, nothing registered) and OpenCLIP.
+IMAGE_TEXT_CASES = [("hf_siglip_model", (32, 32)), ("open_clip", (32, 32))]
+
+
 @pytest.mark.parametrize(
-    ("name", "size"), [(name, size) for name in ALL_FAMILIES for size in _sizes(name)]
+    ("name", "size"),
+    [(name, size) for name in ALL_FAMILIES for size in _sizes(name)] + IMAGE_TEXT_CASES,
 )
 def test_gap_rule_finds_exactly_the_planted_tokens(name, size):
     family = shared_family(name)
@@ -64,7 +69,7 @@ def test_fixed_threshold_finds_the_planted_tokens(name):
     assert torch.isnan(report.separations).all()
 
 
-@pytest.mark.parametrize("name", CLS_FAMILIES)
+@pytest.mark.parametrize("name", [*CLS_FAMILIES, "open_clip"])
 def test_artifact_and_register_shares_match_the_reference_attention(name):
     family = shared_family(name)
     x = _inputs()

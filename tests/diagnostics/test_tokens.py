@@ -19,9 +19,10 @@ from tests.diagnostics.helpers import family_blocks, planted, reference_norms
 from tests.models.dino_vit import Attention
 
 # Other input sizes where the families' own forward takes them as is (HF interpolates).
-CASES = [(name, (32, 32)) for name in ALL_FAMILIES] + [
+CASES = [(name, (32, 32)) for name in [*ALL_FAMILIES, "hf_clip_model", "hf_siglip_model",
+                                         "open_clip", "open_clip_attn_pool"]] + [
     (name, (32, 48)) for name in ("hf_vit", "hf_dinov2_registers", "dino_custom")
-]
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "size"), CASES)

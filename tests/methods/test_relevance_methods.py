@@ -14,13 +14,14 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnexplain.capture import UnsupportedModelError, resolve_adapter
 from attnexplain.methods.attnlrp import AttnLRP
 from attnexplain.methods.base import ViTAttribution
 from attnexplain.methods.lrp import LRP, PartialLRP
-from attnexplain.methods.targets import target_scores
+from attnexplain.methods.targets import Embedding, target_scores
 from attnexplain.methods.transformer_attribution import TransformerAttribution
 from attnexplain.relevance import (
     CHEFER_RULES,
@@ -407,3 +408,66 @@ def test_the_graph_is_freed_when_the_call_returns_without_the_garbage_collector(
     finally:
         gc.enable()
     assert alive == 0
+
+
+# --- pooling heads (nn.MultiheadAttention with a learned query) --------------------------------
+
+
+def _write_out_pooling(mha: nn.MultiheadAttention) -> None:
+    """Make a batch-first ``nn.MultiheadAttention`` pooling call run as ``F.linear`` and
+    ``F.scaled_dot_product_attention`` (the relevance rules' SDPA path), same weights; the
+    module stays in place, so the adapter finds the same structure."""
+    if mha._qkv_same_embed_dim:
+        weights = mha.in_proj_weight.chunk(3)
+    else:
+        weights = (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
+
+    def forward(query, key, value, **_):
+        q, k, v = (
+            F.linear(t, w, b).unflatten(-1, (mha.num_heads, -1)).transpose(1, 2)
+            for t, w, b in zip((query, key, value), weights, mha.in_proj_bias.chunk(3))
+        )
+        mixed = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return mha.out_proj(mixed), None
+
+    mha.forward = forward
+
+
+POOLING_ATTENTION = {
+    "hf_siglip_vision": "head.attention",
+    "open_clip_attn_pool": "visual.attn_pool.attn",
+}
+
+
+@pytest.mark.parametrize("method", [LRP, AttnLRP])
+@pytest.mark.parametrize("name", list(POOLING_ATTENTION))
+def test_pooling_attention_gets_the_relevance_of_its_written_out_form(method, name):
+    family = build_family(name)
+    written = copy.deepcopy(family.model)
+    _write_out_pooling(written.get_submodule(POOLING_ATTENTION[name]))
+    x = _inputs()
+    embeddings = []
+    for model in (family.model, written):
+        adapter = resolve_adapter(model)
+        with torch.no_grad():
+            embeddings.append(adapter.embedding(adapter.forward(x)))
+    torch.testing.assert_close(embeddings[0], embeddings[1], rtol=1e-5, atol=1e-6)
+    vectors = torch.randn(2, embeddings[0].shape[-1], generator=torch.Generator().manual_seed(0))
+    expected = method(written).attribute(x, target=Embedding(vectors))
+    got = method(family.model).attribute(x, target=Embedding(vectors))
+    _assert_close_to(got, expected, tolerance=1e-4)
+
+
+@pytest.mark.parametrize("method", [LRP, AttnLRP])
+def test_siglip_classifier_relevance_ignores_its_unused_pooling_head(method):
+    # SiglipForImageClassification averages the tokens; its vision tower's pooling head still
+    # runs (on relevance-carrying tokens) but feeds nothing, so removing it changes no map.
+    model = build_family("hf_siglip_classifier").model
+    headless = copy.deepcopy(model)
+    headless.vision_model.use_head = False
+    del headless.vision_model.head
+    x = _inputs()
+    expected = method(headless).attribute(x, target=[1, 3])
+    _assert_close_to(method(model).attribute(x, target=[1, 3]), expected, tolerance=1e-6)
+    singles = torch.cat([method(model).attribute(x[:1], 1), method(model).attribute(x[1:], 3)])
+    _assert_close_to(singles, expected, tolerance=1e-4)

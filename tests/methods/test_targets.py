@@ -4,7 +4,9 @@ The reference for a prompt (or embedding) target is the *same method* run on a w
 whose output is the image–text logit (or cosine similarity) computed by hand from the model's
 own towers (``tests/multimodal.py``), with a class-index target: if the target path read the
 wrong embedding, tokenised differently, forgot the logit scale or bias, or mixed samples up, the
-maps would differ.
+maps would differ. Methods that cannot run on such a wrapper (LeGrad reads the model's own
+readout per layer, the relevance methods trace the wrapper's hand-written score under their
+rules) are checked against a callable target computing the same score by hand from the output.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from attnexplain.capture import HFImageTextAdapter, UnsupportedModelError, resolve_adapter
-from attnexplain.methods import GradCAM, GradientWeightedRollout
+from attnexplain.methods import (
+    LRP,
+    AttnLRP,
+    GradCAM,
+    GradientWeightedRollout,
+    LeGrad,
+    PartialLRP,
+    TransformerAttribution,
+)
 from attnexplain.methods.targets import (
     ClassIndex,
     Embedding,
@@ -27,7 +37,7 @@ from attnexplain.methods.targets import (
     Score,
     target_scores,
 )
-from tests.conftest import IMAGE_TEXT_FAMILIES
+from tests.conftest import IMAGE_TEXT_FAMILIES, NO_CLS_FAMILIES, shared_family
 from tests.methods.test_gradient_methods import _hook_count
 from tests.multimodal import (
     ScoreWrapper,
@@ -37,9 +47,12 @@ from tests.multimodal import (
     wrapper_adapter,
 )
 
-#: Every method that scores a target. Methods landing on other branches (Transformer
-#: Attribution, LRP, AttnLRP, LeGrad) join this list.
+#: The methods that run on a hand-computed wrapper model (a custom module without readout).
 GRADIENT_METHODS = [GradCAM, GradientWeightedRollout]
+#: Every method that scores a target.
+TARGET_METHODS = [*GRADIENT_METHODS, LeGrad, TransformerAttribution, LRP, PartialLRP, AttnLRP]
+#: Methods that read the CLS row (the others read a pooling query's row, or none).
+CLS_METHODS = (TransformerAttribution, PartialLRP)
 PROMPTS = ["the red star", "a photo of a blue disc", "a small green cross"]
 
 
@@ -60,6 +73,28 @@ def _adapter(family):
     if isinstance(resolve_adapter(family.model), HFImageTextAdapter):
         return HFImageTextAdapter(family.model, tokenizer=family.tokenizer)
     return resolve_adapter(family.model)
+
+
+def _cases(families: list[str]) -> list[tuple[str, type]]:
+    """(family, method) pairs the method supports (CLS methods refuse SigLIP: tested below)."""
+    return [
+        (name, method)
+        for name in families
+        for method in TARGET_METHODS
+        if not (method in CLS_METHODS and name in NO_CLS_FAMILIES)
+    ]
+
+
+def _embedding_of(output) -> torch.Tensor:
+    """The pooled image embedding in an image–text adapter's output (or its readout)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal up to float32 noise relative to the map's scale (relevance maps are unscaled)."""
+    scale = expected.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 # --- prompts ----------------------------------------------------------------------------------
@@ -88,6 +123,35 @@ def test_prompt_targets_equal_the_hand_computed_logit_wrapper(family, method):
     single = _explainer(method, _adapter(family), reference).attribute(x, target=PROMPTS[0])
     torch.testing.assert_close(plain[0], single[0], rtol=1e-4, atol=1e-7)
     assert not torch.allclose(plain[1], single[1])
+
+
+@pytest.mark.parametrize(("name", "method"), _cases(IMAGE_TEXT_FAMILIES))
+def test_prompts_per_sample_equal_a_hand_computed_score_and_single_calls(name, method):
+    family = shared_family(name)
+    tokenizer = family.tokenizer
+    text = hand_text_embedding(family, PROMPTS)
+    unit = F.normalize(text, dim=-1)
+    columns = torch.stack([text[0], (unit[1] + unit[2]) / 2])  # a prompt, then an ensemble
+
+    def by_hand(output) -> torch.Tensor:  # sample b's logit against column b
+        return hand_logits(family, _embedding_of(output), columns).diagonal()
+
+    explainer = method(_adapter(family))
+    x = _inputs()
+    target = [Prompt(PROMPTS[0], tokenizer), Prompt(PROMPTS[1:], tokenizer)]
+    got = explainer.attribute(x, target=target)
+    _close(got, explainer.attribute(x, target=by_hand))
+    singles = [explainer.attribute(x[i : i + 1], target=target[i]) for i in range(2)]
+    _close(got, torch.cat(singles))
+    same = explainer.attribute(x, target=[target[0], target[0]])
+    assert not torch.allclose(got[1], same[1])  # the second sample's prompt is used
+
+
+@pytest.mark.parametrize("name", ["hf_siglip_model"])
+@pytest.mark.parametrize("method", CLS_METHODS)
+def test_cls_relevance_methods_refuse_siglip_prompts_saying_why(name, method):
+    with pytest.raises(UnsupportedModelError, match="but SiglipModel has no CLS token.*GradCAM"):
+        method(shared_family(name).model)
 
 
 @pytest.mark.parametrize("family", ["hf_siglip_model"], indirect=True)
@@ -139,6 +203,28 @@ def test_embedding_target_equals_the_cosine_wrapper(family, method):
     got = _explainer(method, family.model, reference).attribute(x, target=Embedding(vectors))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-7)
     assert expected.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [case for case in _cases(["hf_siglip_vision", "open_clip_attn_pool", "hf_dinov2"])
+     if case[1] not in GRADIENT_METHODS],
+)  # fmt: skip
+def test_embedding_target_equals_a_hand_computed_cosine(name, method):
+    family = shared_family(name)
+    x = _inputs()
+    with torch.no_grad():
+        width = hand_image_embedding(family, x).shape[-1]
+    vectors = torch.randn(2, width, generator=torch.Generator().manual_seed(0))  # one per sample
+    explainer = method(family.model)
+    got = explainer.attribute(x, target=Embedding(vectors))
+
+    def by_hand(output) -> torch.Tensor:
+        return F.cosine_similarity(_embedding_of(output), vectors, dim=-1, eps=0)
+
+    _close(got, explainer.attribute(x, target=by_hand))
+    singles = [explainer.attribute(x[i : i + 1], Embedding(vectors[i])) for i in range(2)]
+    _close(got, torch.cat(singles))
 
 
 @pytest.mark.parametrize("family", ["hf_dinov2", "open_clip"], indirect=True)
@@ -207,6 +293,21 @@ def test_a_batch_mixes_every_kind_of_target_per_sample(family):
 # --- class indices and label names -------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [("timm_siglip", method) for method in TARGET_METHODS if method not in CLS_METHODS]
+    + [("hf_siglip_classifier", method) for method in (GradCAM, LeGrad, LRP, AttnLRP)],
+)
+def test_per_sample_classes_on_siglip_classifiers_equal_single_calls(name, method):
+    # The row-reading methods refuse the mean-pooled classifier: test_multimodal_methods.py.
+    explainer = method(shared_family(name).model)
+    x = _inputs()
+    batched = explainer.attribute(x, target=torch.tensor([1, 3]))
+    singles = torch.cat([explainer.attribute(x[:1], target=1), explainer.attribute(x[1:], 3)])
+    _close(batched, singles)
+    assert not torch.allclose(batched[1], explainer.attribute(x, target=[1, 1])[1])
+
+
 def test_label_names_and_numpy_integers_are_class_indices():
     from attnexplain.zoo import default_samples, load_default
 
@@ -224,8 +325,9 @@ def test_label_names_and_numpy_integers_are_class_indices():
 # --- the model is left as found ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["hf_clip_model", "hf_siglip_model", "open_clip_attn_pool"])
-@pytest.mark.parametrize("method", GRADIENT_METHODS)
+@pytest.mark.parametrize(
+    ("name", "method"), _cases(["hf_clip_model", "hf_siglip_model", "open_clip_attn_pool"])
+)
 def test_both_towers_are_left_exactly_as_before(fresh_family, name, method):
     family = fresh_family(name)
     model = family.model
