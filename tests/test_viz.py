@@ -428,6 +428,25 @@ def test_save_figure_writes_jpeg(tmp_path):
         assert jpeg.format == "JPEG" and jpeg.mode == "RGB"
 
 
+def test_save_figure_with_a_palette_is_smaller_and_close_to_full_colour(tmp_path, image, heads):
+    full = save_figure(head_grid(image, heads), tmp_path / "full.png", dpi=60)
+    small = save_figure(head_grid(image, heads), tmp_path / "small.png", dpi=60, colours=256)
+    with Image.open(full) as a, Image.open(small) as b:
+        assert b.mode == "P" and a.size == b.size
+        pixels_full = np.asarray(a.convert("RGB"), dtype=np.float64)
+        pixels_small = np.asarray(b.convert("RGB"), dtype=np.float64)
+    assert len(np.unique(pixels_small.reshape(-1, 3), axis=0)) <= 256
+    # Random-noise photo: the hardest case for a palette; a wrong channel order gives ~80.
+    assert np.abs(pixels_full - pixels_small).mean() < 8.0  # of 255
+    assert small.stat().st_size < full.stat().st_size
+
+
+@pytest.mark.parametrize(("path", "colours"), [("a.png", 1), ("a.png", 257), ("a.jpg", 256)])
+def test_save_figure_rejects_a_bad_palette(tmp_path, path, colours):
+    with pytest.raises(ValueError, match="colours must be 2 to 256 and the path a .png"):
+        save_figure(Figure(), tmp_path / path, colours=colours)
+
+
 def test_save_figure_rejects_other_formats(tmp_path):
     with pytest.raises(ValueError, match=r"path must end in .png, .jpg or .jpeg, got '.*out.pdf'"):
         save_figure(Figure(), tmp_path / "out.pdf")
