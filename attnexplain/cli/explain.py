@@ -198,23 +198,30 @@ def _drop_inapplicable(
 
     if args.target is not None and not has_head:
         raise UsageError("--target: the model has no classification head to explain")
+    no_head = (
+        "differentiate a class logit, but the model has no classification head; choose "
+        "attention methods (--list-methods), or give the gradient methods a target with "
+        "--prompt / --reference"
+    )
+    no_class = "explain a class index, not a prompt or reference; choose other methods"
     reasons = {}
     for name in methods:
-        kind = METHODS[name].kind
-        if kind == "captum" and scored:
-            reasons[name] = "Captum's methods explain a class index, not a prompt or reference"
+        if METHODS[name].kind == "captum" and scored:
+            reasons[name] = no_class
         elif METHODS[name].needs_head and not has_head and not scored:
-            reasons[name] = (
-                "the model has no classification head (--prompt or --reference give the "
-                "gradient methods a target)"
-            )
+            reasons[name] = no_head
     if args.methods is not None and reasons:
-        raise UsageError(
-            f"method(s) {', '.join(reasons)} cannot run here: {'; '.join(set(reasons.values()))}; "
-            "choose other methods (--list-methods)"
-        )
-    notes = [f"{name} not run: {reason}" for name, reason in reasons.items()]
-    return [m for m in methods if m not in reasons], notes
+        reason = next(iter(reasons.values()))
+        refused = [name for name, why in reasons.items() if why == reason]
+        raise UsageError(f"method(s) {', '.join(refused)} {reason}")
+    notes = {
+        no_head: "the model has no classification head (--prompt or --reference give the "
+        "gradient methods a target)",
+        no_class: "Captum's methods explain a class index, not a prompt or reference",
+    }
+    return [m for m in methods if m not in reasons], [
+        f"{name} not run: {notes[reason]}" for name, reason in reasons.items()
+    ]
 
 
 def _build_methods(

@@ -118,7 +118,7 @@ def test_target_flags_are_one_line_errors_that_name_the_fix(scenes, tmp_path) ->
          "--target and --prompt both say what the gradient methods explain; pass one"),
         (["--model", "clip", "--per-layer"], "--per-layer reads the CLS token's row"),
         (["--model", "clip", "--methods", "saliency", "--prompt", "a red star"],
-         "method(s) saliency cannot run here: Captum's methods explain a class index"),
+         "method(s) saliency explain a class index, not a prompt or reference"),
     ]  # fmt: skip
     for args, message in cases:
         line = one_line_error(attnexplain("explain", "a.png", *args, "--out", "o", cwd=tmp_path))
