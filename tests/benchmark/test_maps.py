@@ -262,5 +262,7 @@ def test_raw_views_of_a_model_without_cls_token_are_its_pooling_query(tmp_path) 
         assert views.layers.tolist() == [last] * (heads + 1)
         assert views.heads.tolist() == [FUSED_HEAD, *range(heads)]
         expected = np.concatenate([per_head[index].mean(0, keepdims=True), per_head[index]])
-        np.testing.assert_allclose(views.values(), expected, atol=float(views.scale.max()) / 2 + 1e-7)
+        np.testing.assert_allclose(
+            views.values(), expected, atol=float(views.scale.max()) / 2 + 1e-7
+        )
         assert stored.views[index, "raw_heads"].heads.tolist() == list(range(heads))
