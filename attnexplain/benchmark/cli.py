@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from attnexplain.cli.common import add_run_arguments
 from attnexplain.cli.errors import Parser, positive_int, run_command
 from attnexplain.cli.listing import add_listing, method_table
 
@@ -58,10 +59,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     # Names come from the registry, which imports torch: they are validated when the command
     # runs and listed by --list, so that building the parser (and --help) stays fast.
     add = parser.add_argument
-    add(
-        "--model",
-        default="default",
-        help="'default' (embedded model), a Hugging Face id or folder, a timm folder, or timm:NAME",
+    add_run_arguments(
+        parser,
+        out=None,
+        out_help="run folder: results, report and figures go here",
+        batch_size=16,
+        images=False,
     )
     add(
         "--dataset",
@@ -82,10 +85,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "that apply",
     )
     add("--recipe", default=None, help="settings of a published table (see --list)")
-    add("--out", required=True, help="run folder: results, report and figures go here")
     add("--limit", type=positive_int, default=None, help="score only the first N images")
-    add("--batch-size", type=positive_int, default=16, help="images per model call")
-    add("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     add(
         "--target",
         choices=("label", "predicted"),
@@ -99,7 +99,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the most deletion / insertion steps (capped at the patch count)",
     )
     add("--examples", type=int, default=4, help="images shown in the example figure")
-    add("--no-progress", action="store_true", help="no progress bar")
+    add(
+        "--save-maps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="store every image's maps under maps/ (8 bits per pixel) for the explorer page",
+    )
+    add(
+        "--html",
+        action="store_true",
+        help="write explorer.html, the interactive page of the run's maps, scores and curves "
+        "(needs the stored maps for the maps; with --no-save-maps it shows scores only)",
+    )
     add_listing(
         parser, "--list", _names, "list the methods, metrics, datasets and recipes, and exit"
     )
@@ -195,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         "progress": not args.no_progress,
         "model_name": args.model,
         "dropped": dropped,
+        "save_maps": args.save_maps,
     }
     if args.metrics is not None:
         settings["metrics"] = tuple(args.metrics.split(","))
@@ -218,6 +230,11 @@ def run(args: argparse.Namespace) -> int:
             notes=_dropped_notes(result.meta.get("dropped", {})),
         )
         print(report)
+        if args.html:
+            from attnexplain.viz.explorer import write_run_explorer
+
+            for page in write_run_explorer(out):
+                print(page)
     return 0
 
 

@@ -21,10 +21,10 @@ ignore region at that size) and ``maps/<index>-<method>.npz`` (one :class:`Quant
 each written to a temporary file and renamed, before the image's rows are written: a row on
 disk implies its maps, and a resumed run rewrites at most the maps of the batch it redoes.
 
-**Where new per-layer APIs plug in.** :func:`view_source` builds the raw CLS views by running
-``RawCLSAttention(layer=i)`` once per layer (:class:`RawLayerViews`); once
-``RawCLSAttention(layer="all")`` returns ``(B, L, heads, h, w)`` it replaces that loop, and a
-per-block rollout returns one view per end block from :class:`RolloutViews`.
+**Where new per-layer APIs plug in.** :func:`view_source` builds the raw CLS views from one
+``RawCLSAttention(layer=[...])`` call (:class:`RawLayerViews`: every layer, or the pooled last
+layer only for a model without CLS token); a per-block rollout would return one view per end
+block from :class:`RolloutViews`.
 """
 
 from __future__ import annotations
@@ -206,7 +206,8 @@ class RawLayerViews:
     """Raw CLS attention of every layer, per head (and head-fused when ``fused``).
 
     Called on inputs ``(B, C, H, W)`` it returns one :class:`MapViews` per image, with
-    ``L * (heads + 1)`` maps ``(h, w)`` on the patch grid (``L * heads`` without ``fused``).
+    ``L * (heads + 1)`` maps ``(h, w)`` on the patch grid (``L * heads`` without ``fused``); ``L``
+    is every layer, or 1 for a model without CLS token (its pooling query reads the last layer).
 
     Args:
         model: the model or its adapter.
@@ -231,19 +232,23 @@ class RawLayerViews:
         self.adapter = resolve_adapter(model)
         self.fusion = options.get("head_fusion", "mean") if fused else None
         self.scored_layer = RawCLSAttention(self.adapter, layer=options.get("layer", -1)).layer
-        self.every_layer = RawCLSAttention(self.adapter, layer="all", head_fusion=None)
+        last = self.adapter.num_layers - 1
+        # A model without CLS token (SigLIP) has a row at its pooled last layer only.
+        self.layer_indices = (
+            list(range(self.adapter.num_layers)) if self.adapter.cls_index() is not None else [last]
+        )
+        self.per_layer = RawCLSAttention(self.adapter, layer=self.layer_indices, head_fusion=None)
 
     def __call__(self, inputs: torch.Tensor, maps: torch.Tensor | None = None) -> list[MapViews]:
-        # One forward reads every layer's CLS rows: (B, L, heads, h, w).
-        per_layer = self.every_layer.attribute(inputs, upsample=False)
-        batch, num_layers, num_heads = per_layer.shape[:3]
-        grid = [(layer, head) for layer in range(num_layers) for head in range(num_heads)]
+        per_layer = self.per_layer.attribute(inputs, upsample=False)  # (B, L, heads, h, w)
+        batch, _, num_heads = per_layer.shape[:3]
+        grid = [(layer, head) for layer in self.layer_indices for head in range(num_heads)]
         if self.fusion is not None:
             fused = fuse_heads(per_layer.transpose(1, 2), self.fusion)[:, :, None]
             per_layer = torch.cat([fused, per_layer], dim=2)
             grid = [
                 (layer, head)
-                for layer in range(num_layers)
+                for layer in self.layer_indices
                 for head in (FUSED_HEAD, *range(num_heads))
             ]
         flat = per_layer.reshape(batch, len(grid), *per_layer.shape[-2:]).cpu().numpy()

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from attnexplain.cli.errors import positive_int
+from attnexplain.cli.common import add_run_arguments
 from attnexplain.cli.images import batches, collect_sources, display_images
 
 SUMMARY_FILE = "summary.json"
@@ -103,13 +103,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "tokens and the share of the CLS attention they and the registers take. Writes "
         "norm_histograms.png, IMAGE_artifacts.png, artifact_scores.png and summary.json.",
     )
-    diagnose.add_argument(
-        "images", nargs="*", help="image files or folders (default: embedded samples)"
-    )
-    diagnose.add_argument(
-        "--model", default="default",
-        help="'default' (embedded), a Hugging Face id or local folder, or timm:NAME",
-    )  # fmt: skip
+    add_run_arguments(diagnose, out="attnexplain-diagnose")
     diagnose.add_argument(
         "--threshold", type=_threshold, default="gap",
         help="'gap' (data-driven split per image, the default) or a fixed norm, e.g. 150 as the "
@@ -120,11 +114,5 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="smallest gap of the 'gap' rule, in robust standard deviations of the log norms",
     )  # fmt: skip
     diagnose.add_argument("--layer", type=int, default=-1, help="detection layer (default last)")
-    diagnose.add_argument(
-        "--batch-size", type=positive_int, default=8, help="images per model call"
-    )
-    diagnose.add_argument("--out", default="attnexplain-diagnose", help="output folder (created)")
-    diagnose.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, mps")
-    diagnose.add_argument("--no-progress", action="store_true", help="no progress bar")
     diagnose.set_defaults(handler=run_diagnose)
     return diagnose

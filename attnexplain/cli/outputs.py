@@ -1,10 +1,15 @@
 """What ``attnexplain explain`` writes: one function per kind of output.
 
-Per image ``NAME``: the figure ``NAME.png`` (or ``.jpg``), the raw maps ``NAME.safetensors``
-(one ``(K, H, W)`` float32 tensor per method, the formula's values at the model's input size)
-and ``NAME.json``, the settings that made them (model, input size, target, each method's kind and
-options). Over all images: the mean-attention-distance plot and its values. A new kind of output
-is one more function here, called from :func:`attnexplain.cli.explain.run_explain`.
+Per image ``NAME`` (``STEM``, or ``STEM_prompt-N`` / ``STEM_reference`` per query, see
+:mod:`attnexplain.cli.targets`): the figure ``NAME.png`` (or ``.jpg``), the raw maps
+``NAME.safetensors`` (one ``(K, H, W)`` float32 tensor per method, the formula's values at the
+model's input size; with ``--per-layer`` also ``layers/raw``, the head-mean raw CLS attention of
+every layer, and ``layers/rollout``, the rollout ending at every layer, both ``(L, H, W)``) and
+``NAME.json``, the settings that made them (model, input size, target or prompt or reference,
+each method's kind and options, the layers of the per-layer maps). With ``--per-layer`` also
+``NAME_layers.png``, those maps as a layer grid. Over all images: the mean-attention-distance
+plot and its values, and with ``--html`` the explorer page ``explorer.html``. A new kind of
+output is one more function here, called from :func:`attnexplain.cli.explain.run_explain`.
 """
 
 from __future__ import annotations
@@ -18,8 +23,14 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from attnexplain.cli.targets import Query
+
 #: Output stem of the mean-attention-distance plot (no image may take it).
 DISTANCE_STEM = "mean_attention_distance"
+#: Prefix of the per-layer maps' keys in ``NAME.safetensors`` (``layers/raw``, ``layers/rollout``).
+LAYER_KEY = "layers/{}"
+#: What each per-layer key holds, for the figure's row titles.
+LAYER_ROWS = {"raw": "raw CLS attention of each layer", "rollout": "rollout ending at each layer"}
 
 
 @dataclass
@@ -31,9 +42,14 @@ class Explained:
         source: the image file, or the embedded sample's id.
         image: ``(3, S, S)`` in ``[0, 1]``: the model's input, un-normalised.
         maps: method name -> ``(K, S, S)`` map.
-        target: the class the gradient methods explain (``None`` for a headless model).
+        target: the class the gradient methods explain (``None`` for a headless model or a
+            prompt / reference query).
         predicted: the model's top-1 class (``None`` for a headless model).
         labels: class index -> name, where the model has names.
+        query: the prompt or reference the gradient methods explain (the class query if none).
+        layer_maps: ``--per-layer``'s maps, ``"raw"`` / ``"rollout"`` -> ``(L, S, S)``.
+        layer_indices: the layer of each of those maps, per key.
+        views: ``--html``: method -> its :class:`~attnexplain.benchmark.maps.MapViews`.
     """
 
     name: str
@@ -43,6 +59,10 @@ class Explained:
     target: int | None = None
     predicted: int | None = None
     labels: Mapping[int, str] = field(default_factory=dict)
+    query: Query = field(default_factory=Query)
+    layer_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+    layer_indices: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    views: Mapping[str, Any] = field(default_factory=dict)
 
     def describe(self, index: int | None) -> str | None:
         """``"3 (star)"`` for class ``index``, ``None`` for none."""
@@ -50,6 +70,12 @@ class Explained:
             return None
         name = self.labels.get(index)
         return f"{index} ({name})" if name else str(index)
+
+    def explains(self) -> str | None:
+        """What the gradient methods explain, in words (``None`` when nothing is named)."""
+        if self.query.describe() is not None:
+            return self.query.describe()
+        return None if self.target is None else f"class {self.describe(self.target)}"
 
 
 def _distinct(paths: Sequence[Path]) -> list[str]:
@@ -117,9 +143,9 @@ def write_figure(out: Path, item: Explained, suffix: str = ".png") -> Path:
     rows = len(heads) + bool(fused)
     figure = Figure(figsize=(2.2 * columns, 2.6 * rows + 0.4), layout="constrained")
     title = item.name
-    if item.target is not None:
-        title += f" · gradient methods explain class {item.describe(item.target)}"
-        if item.predicted != item.target:
+    if item.explains() is not None:
+        title += f" · gradient methods explain {item.explains()}"
+        if item.predicted is not None and item.predicted != item.target:
             title += f" (predicted {item.describe(item.predicted)})"
     figure.suptitle(title)
     subfigures = figure.subfigures(rows, 1, squeeze=False)[:, 0]
@@ -131,6 +157,31 @@ def write_figure(out: Path, item: Explained, suffix: str = ".png") -> Path:
         compare_overlays(item.image, fused, axes=subfigures[-1].subplots(1, len(fused) + 1))
     # 100 dpi keeps every panel above the model's input resolution at a third of 150 dpi's cost.
     return save_figure(figure, out / f"{item.name}{suffix}", dpi=100)
+
+
+def write_layer_figure(out: Path, item: Explained, suffix: str = ".png") -> Path:
+    """``--per-layer``'s figure ``NAME_layers.png``: a layer grid row per per-layer map.
+
+    Args:
+        out: the output folder.
+        item: the image and its ``layer_maps`` (each ``(L, S, S)``, the same ``L``).
+        suffix: ``.png`` or ``.jpg``.
+
+    Returns:
+        The path written.
+    """
+    from attnexplain.viz import save_figure
+    from attnexplain.viz.layers import layer_grid
+
+    keys = list(item.layer_maps)
+    figure = layer_grid(
+        [item.image] * len(keys),
+        torch.stack([item.layer_maps[key] for key in keys]),
+        layers=list(item.layer_indices[keys[0]]),
+    )
+    rows = "; ".join(f"row {i + 1}: {LAYER_ROWS.get(key, key)}" for i, key in enumerate(keys))
+    figure.suptitle(f"{item.name} · {rows}", fontsize="medium")
+    return save_figure(figure, out / f"{item.name}_layers{suffix}", dpi=100)
 
 
 def _write_json(path: Path, record: Mapping[str, Any]) -> Path:
@@ -152,7 +203,8 @@ def write_maps(out: Path, item: Explained, settings: Mapping[str, Any]) -> list[
     from safetensors.torch import save_file
 
     maps_path = out / f"{item.name}.safetensors"
-    tensors = {name: m.detach().float().cpu().contiguous() for name, m in item.maps.items()}
+    every = {**item.maps, **{LAYER_KEY.format(k): m for k, m in item.layer_maps.items()}}
+    tensors = {name: m.detach().float().cpu().contiguous() for name, m in every.items()}
     save_file(tensors, maps_path, metadata={"format": "attnexplain.explain", "image": item.source})
     record = {
         **settings,
@@ -163,8 +215,52 @@ def write_maps(out: Path, item: Explained, settings: Mapping[str, Any]) -> list[
         "target_label": item.labels.get(item.target) if item.target is not None else None,
         "predicted": item.predicted,
         "predicted_label": item.labels.get(item.predicted) if item.predicted is not None else None,
+        "prompt": item.query.prompt,
+        "reference": item.query.reference,
     }
+    if item.layer_maps:
+        record["layers"] = {LAYER_KEY.format(k): list(v) for k, v in item.layer_indices.items()}
     return [maps_path, _write_json(out / f"{item.name}.json", record)]
+
+
+def explorer_image(item: Explained) -> Any:
+    """The explorer page's entry for ``item`` (its ``views``, quantised to 8 bits now so that
+    a long run does not keep float maps until the page is written)."""
+    from attnexplain.benchmark.maps import quantise
+    from attnexplain.viz.explorer import ExplorerImage
+
+    caption = f"explains {item.explains()}" if item.explains() else ""
+    if item.predicted is not None:
+        caption += f"{' · ' if caption else ''}predicted {item.describe(item.predicted)}"
+    pixels = (item.image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    views = {name: quantise(v) for name, v in item.views.items()}
+    return ExplorerImage(item.name, pixels, views, caption=caption)
+
+
+def write_explorer_page(
+    out: Path, images: Sequence[Any], methods: Sequence[str], model: str
+) -> list[Path]:
+    """The explorer page of the run, ``explorer.html`` (``explorer-2.html`` ... when it is cut
+    into pages, see :func:`~attnexplain.viz.explorer.write_explorer`).
+
+    Args:
+        out: the output folder.
+        images: :func:`explorer_image` of every written image, in order.
+        methods: the methods run, in the order shown.
+        model: the ``--model`` spec, for the title.
+
+    Returns:
+        The pages written.
+    """
+    from attnexplain.viz.explorer import EXPLORER_FILE, write_explorer
+
+    return write_explorer(
+        out / EXPLORER_FILE,
+        images,
+        title=f"attnexplain explain: {model}",
+        subtitle=f"{len(images)} images · {', '.join(methods)}",
+        methods=methods,
+    )
 
 
 def write_distances(

@@ -95,8 +95,20 @@ def load_default(
         )
     if name == "clip":
         from transformers import SiglipModel
+        from transformers.utils import logging
 
-        model = SiglipModel.from_pretrained(CLIP_DIR).to(device).eval()
+        # transformers checks the token ids of its *default* text config (CLIP's, against a
+        # 32000-token vocabulary) and logs two lines before reading ours (ids 2 and 3 of 26):
+        # noise, like the loading bar, that would break the CLI's one-line errors.
+        verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        try:
+            model = SiglipModel.from_pretrained(CLIP_DIR).to(device).eval()
+        finally:
+            logging.set_verbosity(verbosity)
+            if bar:
+                logging.enable_progress_bar()
         return model, Preprocess.from_json(CLIP_DIR / PREPROCESSOR_FILE)
     from safetensors.torch import load_file
     from transformers import ViTConfig, ViTForImageClassification

@@ -235,6 +235,41 @@ def test_a_stray_file_in_maps_is_named(tmp_path) -> None:
         load_maps(tmp_path)
 
 
+def test_raw_views_of_a_model_without_cls_token_are_its_pooling_query(tmp_path) -> None:
+    """The benchmark stopped on SigLIP ("layer=0 has no query row"): its only row is the pooling
+    head's query at the last layer. Reference: the head's own ``nn.MultiheadAttention`` weights."""
+    from attnexplain.zoo import load_default
+
+    model, preprocess = load_default("clip")
+    data = open_dataset("synthetic:2", preprocess.image_size)
+    config = BenchmarkConfig(
+        methods=("raw", "raw_heads"), metrics=("mass_jaccard",), examples=0, progress=False
+    )
+    run_benchmark(model, preprocess, data, tmp_path, config)
+    stored = load_maps(tmp_path)
+    inputs = preprocess(torch.stack([data.data[i].image for i in range(2)]))
+    vision = model.vision_model
+    with torch.no_grad():
+        tokens = vision(pixel_values=inputs).last_hidden_state
+        probe = vision.head.probe.expand(len(tokens), -1, -1)
+        _, weights = vision.head.attention(
+            probe, tokens, tokens, need_weights=True, average_attn_weights=False
+        )  # (B, heads, 1, N)
+    grid = preprocess.image_size // vision.config.patch_size
+    per_head = weights[:, :, 0].reshape(2, -1, grid, grid).double().numpy()
+    last = vision.config.num_hidden_layers - 1
+    for index in range(2):
+        views = stored.views[index, "raw"]
+        heads = per_head.shape[1]
+        assert views.layers.tolist() == [last] * (heads + 1)
+        assert views.heads.tolist() == [FUSED_HEAD, *range(heads)]
+        expected = np.concatenate([per_head[index].mean(0, keepdims=True), per_head[index]])
+        np.testing.assert_allclose(
+            views.values(), expected, atol=float(views.scale.max()) / 2 + 1e-7
+        )
+        assert stored.views[index, "raw_heads"].heads.tolist() == list(range(heads))
+
+
 @pytest.mark.parametrize("name", ["hf_deit_distilled", "timm_registers", "open_clip"])
 def test_raw_layer_views_read_every_layer_in_one_forward(name) -> None:
     """Unquantised views against the reference attention's CLS rows, from a single forward."""
