@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 DEFAULT_MODEL = "default"
+#: How messages name the embedded models: "an embedded model (default, multilabel, clip)".
+_EMBEDDED = f"an embedded model ({', '.join(EMBEDDED_MODELS)})"
 TIMM_PREFIX = "timm:"
 #: Seconds to wait for the hub's answer before calling it unreachable.
 HUB_PROBE_TIMEOUT_S = 5.0
@@ -97,7 +99,7 @@ def load_model(spec: str = DEFAULT_MODEL, device: str = "cpu") -> tuple[nn.Modul
         else:
             raise ModelLoadError(
                 f"model folder not found: {spec} (no such file or folder); check the path, or "
-                "pass a Hugging Face hub id (ORG/NAME), timm:NAME or 'default'"
+                f"pass a Hugging Face hub id (ORG/NAME), timm:NAME or {_EMBEDDED}"
             )
     return model.to(device).eval(), preprocess
 
@@ -136,7 +138,7 @@ def _load_folder(path: Path) -> tuple[nn.Module, Preprocess]:
     if not path.is_dir():
         raise ModelLoadError(
             f"{path} is a file; --model takes a model folder (config.json and weights), a hub "
-            "id, timm:NAME or 'default'"
+            f"id, timm:NAME or {_EMBEDDED}"
         )
     if not (path / CONFIG_FILE).is_file():
         raise ModelLoadError(
